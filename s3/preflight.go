@@ -1,0 +1,143 @@
+package s3bundle
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// PreflightOptions configure Preflight.
+type PreflightOptions struct {
+	// Create makes the bucket (in the bucket's region, with ACLs enabled) when it
+	// does not exist.
+	Create bool
+}
+
+// Preflight checks, before anything is bundled, that the bundle can be stored where
+// EC2 will read it: the bucket exists (or is created) in b.Region, it has ACLs enabled
+// (Object Ownership is not "bucket owner enforced"), and the credentials can put an
+// object with the aws-exec-read ACL (a probe object, deleted again). Each failure says
+// what to change. It returns whether the bucket was created.
+func (b *Bucket) Preflight(ctx context.Context, opts PreflightOptions) (created bool, err error) {
+	head, err := b.Client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(b.Name)})
+	switch {
+	case err == nil:
+		if r := aws.ToString(head.BucketRegion); r != "" && b.Region != "" && r != b.Region {
+			return false, fmt.Errorf("s3_bucket %q is in region %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
+		}
+	case httpStatus(err) == http.StatusNotFound:
+		if !opts.Create {
+			return false, fmt.Errorf("s3_bucket %q does not exist: create it in %s with ACLs enabled, or let the plugin create it", b.Name, b.Region)
+		}
+		if err := b.create(ctx); err != nil {
+			return false, err
+		}
+		created = true
+	case httpStatus(err) == http.StatusMovedPermanently:
+		return false, fmt.Errorf("s3_bucket %q is in another region than %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, b.Region)
+	case httpStatus(err) == http.StatusForbidden:
+		return false, fmt.Errorf("s3_bucket %q: access denied (it belongs to another account, or the credentials lack s3:ListBucket): %w", b.Name, err)
+	default:
+		return false, fmt.Errorf("checking s3_bucket %q: %w", b.Name, err)
+	}
+	if !created {
+		if err := b.checkRegion(ctx); err != nil {
+			return false, err
+		}
+		if err := b.checkOwnership(ctx); err != nil {
+			return false, err
+		}
+	}
+	return created, b.probe(ctx)
+}
+
+func (b *Bucket) create(ctx context.Context) error {
+	in := &s3.CreateBucketInput{
+		Bucket: aws.String(b.Name),
+		// New buckets default to "bucket owner enforced" (no ACLs) since 2023.
+		ObjectOwnership: types.ObjectOwnershipObjectWriter,
+	}
+	if b.Region != "" && b.Region != "us-east-1" {
+		in.CreateBucketConfiguration = &types.CreateBucketConfiguration{LocationConstraint: types.BucketLocationConstraint(b.Region)}
+	}
+	if _, err := b.Client.CreateBucket(ctx, in); err != nil {
+		var ae smithy.APIError
+		if errors.As(err, &ae) && ae.ErrorCode() == "BucketAlreadyOwnedByYou" {
+			return nil
+		}
+		return fmt.Errorf("creating s3_bucket %q in %s: %w", b.Name, b.Region, err)
+	}
+	return nil
+}
+
+// checkRegion asks for the bucket's location when HEAD did not say it.
+func (b *Bucket) checkRegion(ctx context.Context) error {
+	if b.Region == "" {
+		return nil
+	}
+	out, err := b.Client.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(b.Name)})
+	if err != nil {
+		return nil // not allowed to ask: the probe upload below still fails on a wrong region
+	}
+	r := string(out.LocationConstraint)
+	switch r {
+	case "":
+		r = "us-east-1"
+	case "EU":
+		r = "eu-west-1"
+	}
+	if r != b.Region {
+		return fmt.Errorf("s3_bucket %q is in region %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
+	}
+	return nil
+}
+
+func (b *Bucket) checkOwnership(ctx context.Context) error {
+	out, err := b.Client.GetBucketOwnershipControls(ctx, &s3.GetBucketOwnershipControlsInput{Bucket: aws.String(b.Name)})
+	if err != nil {
+		// No ownership controls (ACLs enabled, older buckets), no permission to read
+		// them, or a server without the API: the probe upload decides.
+		return nil
+	}
+	if out.OwnershipControls == nil {
+		return nil
+	}
+	for _, r := range out.OwnershipControls.Rules {
+		if r.ObjectOwnership == types.ObjectOwnershipBucketOwnerEnforced {
+			return fmt.Errorf("s3_bucket %q has ACLs disabled (Object Ownership \"Bucket owner enforced\"): EC2 reads bundle objects only through the aws-exec-read ACL; set Object Ownership to \"Object writer\" or \"Bucket owner preferred\" (aws s3api put-bucket-ownership-controls --bucket %s --ownership-controls Rules=[{ObjectOwnership=ObjectWriter}]) or use another bucket", b.Name, b.Name)
+		}
+	}
+	return nil
+}
+
+// probe puts and deletes a tiny object with the bundle ACL under the prefix.
+func (b *Bucket) probe(ctx context.Context) error {
+	var r [8]byte
+	_, _ = rand.Read(r[:])
+	name := ".instancestore-preflight-" + hex.EncodeToString(r[:])
+	if err := b.Put(ctx, name, bytes.Repeat([]byte("x"), 16), "text/plain"); err != nil {
+		return fmt.Errorf("preflight: cannot store objects with the aws-exec-read ACL: %w", err)
+	}
+	if err := b.Delete(ctx, []string{name}); err != nil {
+		return fmt.Errorf("preflight: cannot delete the probe object (the plugin deletes uploaded parts when a build fails, which needs s3:DeleteObject): %w", err)
+	}
+	return nil
+}
+
+func httpStatus(err error) int {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) && re.Response != nil {
+		return re.Response.StatusCode
+	}
+	return 0
+}
