@@ -1,0 +1,300 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/instancestore/packer-plugin-instancestore/bundle"
+)
+
+// Config describes one imaging run.
+type Config struct {
+	PlanConfig
+	// Size of the image file in bytes (the whole disk when partitioned); 0 means the
+	// size of the source filesystem (plus the partition table's overhead).
+	Size int64
+	// Partition is auto, none, mbr or gpt ("" is auto): auto keeps the source disk's
+	// table when the volume is a partition of a partitioned disk.
+	Partition string
+	// ImageName is the image file's name in the work directory (default "image").
+	ImageName string
+	// Log receives progress and the exclusion summary; nil discards them.
+	Log io.Writer
+	// Warn receives non-fatal problems; nil prints them to Log.
+	Warn func(msg string)
+
+	// sourceDisk replaces sysfs discovery of the disk that holds the volume (tests,
+	// where loop devices have no partition nodes).
+	sourceDisk *SourceDisk
+	sysfs      string
+}
+
+// Image is a finished image file in its own work directory under the scratch
+// directory. Remove deletes both.
+type Image struct {
+	Path     string
+	Size     int64
+	FS       *FSInfo
+	Layout   *DiskLayout // nil for a plain filesystem image
+	FSOffset int64       // byte offset of the filesystem in the image
+	Stats    CopyStats
+	Plan     *Plan
+	workDir  string
+}
+
+// Remove deletes the image and its work directory.
+func (img *Image) Remove() error {
+	if img == nil || img.workDir == "" {
+		return nil
+	}
+	return os.RemoveAll(img.workDir)
+}
+
+// cleanups runs undo actions in reverse order; Build defers it so that every exit path
+// (errors, a cancelled context after SIGINT/SIGTERM) unmounts, detaches and deletes.
+type cleanups []func() error
+
+func (c *cleanups) add(f func() error) { *c = append(*c, f) }
+
+func (c *cleanups) run() error {
+	var errs []error
+	for i := len(*c) - 1; i >= 0; i-- {
+		if err := (*c)[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	*c = nil
+	return errors.Join(errs...)
+}
+
+// Build images the volume described by cfg into a sparse file in a new work directory
+// under cfg.Scratch. On error, and when ctx is cancelled, everything it made is undone.
+func Build(ctx context.Context, cfg Config) (img *Image, err error) {
+	log := cfg.Log
+	if log == nil {
+		log = io.Discard
+	}
+	warn := cfg.Warn
+	if warn == nil {
+		warn = func(m string) { fmt.Fprintln(log, "warning:", m) }
+	}
+	if cfg.ImageName == "" {
+		cfg.ImageName = "image"
+	}
+	if cfg.sysfs == "" {
+		cfg.sysfs = "/sys"
+	}
+	switch cfg.Partition {
+	case "":
+		cfg.Partition = PartitionAuto
+	case PartitionAuto, PartitionNone, PartitionMBR, PartitionGPT:
+	default:
+		return nil, fmt.Errorf("--partition %q: use auto, none, mbr or gpt", cfg.Partition)
+	}
+	if cfg.Scratch == "" {
+		return nil, errors.New("no scratch directory given (see DefaultScratch)")
+	}
+	scratch, err := filepath.Abs(cfg.Scratch)
+	if err != nil {
+		return nil, err
+	}
+	cfg.PlanConfig.Scratch = scratch
+
+	var undo cleanups
+	defer func() {
+		if cerr := undo.run(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("cleaning up: %w", cerr))
+		}
+		if err != nil && img != nil {
+			img.Remove()
+			img = nil
+		}
+	}()
+
+	plan, err := NewPlan(cfg.PlanConfig)
+	if err != nil {
+		return nil, err
+	}
+	workDir, err := os.MkdirTemp(scratch, "instancestore-bundle-")
+	if err != nil {
+		return nil, fmt.Errorf("--scratch %s: %w", scratch, err)
+	}
+	img = &Image{workDir: workDir, Plan: plan, Path: filepath.Join(workDir, cfg.ImageName)}
+
+	srcDev, err := devNode(cfg.sysfs, plan.Source.Major, plan.Source.Minor, workDir)
+	if err != nil {
+		return img, err
+	}
+	fs, err := ReadFSInfo(srcDev)
+	if err != nil {
+		return img, fmt.Errorf("--volume %s: %w", plan.Volume, err)
+	}
+	if t := plan.Source.FSType; t != fs.Type && !(t == "ext4" && (fs.Type == "ext2" || fs.Type == "ext3")) {
+		return img, fmt.Errorf("--volume %s is mounted as %s but its superblock says %s", plan.Volume, t, fs.Type)
+	}
+	if len(fs.ExtDropped) > 0 {
+		warn(fmt.Sprintf("source filesystem features not reproduced (state or unsupported by mke2fs): %v", fs.ExtDropped))
+	}
+	img.FS = fs
+
+	layout, err := chooseLayout(cfg, plan, workDir)
+	if err != nil {
+		return img, err
+	}
+	img.Layout = layout
+	if layout != nil {
+		for _, d := range layout.Dropped {
+			warn("not copied into the disk image: source " + d)
+		}
+		if layout.freshTable {
+			warn("a new " + layout.Table + " table has no boot loader: the image boots only with a kernel EC2 supplies (AKI/PV-GRUB) unless you install one")
+		}
+	}
+
+	// Sizes: the filesystem keeps the source's block multiple; the disk image is the
+	// partition start + filesystem + GPT backup, rounded up to a MiB when defaulted.
+	offset, overhead := int64(0), int64(0)
+	if layout != nil {
+		offset, overhead = layout.RootStart*sectorSize, layout.Overhead()
+	}
+	total := cfg.Size
+	if total == 0 {
+		total = roundUp(offset+fs.Size+overhead, 1<<20)
+	}
+	if total > bundle.MaxImageSize {
+		return img, fmt.Errorf("the image would be %d MiB: EC2 boots instance-store AMIs of at most %d MiB (10 GiB); give --size of at most %d with enough room for the %.0f MiB in use",
+			total>>20, bundle.MaxImageSize>>20, bundle.MaxImageSize>>20, float64(usedBytes(plan.Volume))/(1<<20))
+	}
+	fsSize := (total - offset - overhead) / int64(fs.BlockSize) * int64(fs.BlockSize)
+	if fsSize < 16<<20 {
+		return img, fmt.Errorf("--size %d MiB leaves %d MiB for the filesystem: too small", total>>20, fsSize>>20)
+	}
+	if used := usedBytes(plan.Volume); used > fsSize {
+		warn(fmt.Sprintf("the volume uses %d MiB but the image filesystem has %d MiB: the copy will fail unless exclusions make up the difference", used>>20, fsSize>>20))
+	}
+	img.Size, img.FSOffset = total, offset
+	fmt.Fprintf(log, "imaging %s (%s, label %q, UUID %s) into %s: %d MiB", plan.Volume, fs.Type, fs.Label, fs.UUIDString(), img.Path, total>>20)
+	if layout != nil {
+		fmt.Fprintf(log, ", %s partition %d at sector %d", layout.Table, layout.RootIndex+1, layout.RootStart)
+	}
+	fmt.Fprintln(log)
+
+	f, err := os.OpenFile(img.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return img, fmt.Errorf("creating the image: %w", err)
+	}
+	if err := f.Truncate(total); err != nil {
+		f.Close()
+		return img, fmt.Errorf("creating the image %s: %w", img.Path, err)
+	}
+	if layout != nil {
+		if err := layout.WriteTable(f, total/sectorSize, fsSize/sectorSize); err != nil {
+			f.Close()
+			return img, err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return img, fmt.Errorf("writing the image %s: %w", img.Path, err)
+	}
+
+	loop, err := AttachLoop(img.Path, offset, fsSize)
+	if err != nil {
+		return img, err
+	}
+	undo.add(loop.Detach)
+	cmd, err := MkfsCommand(ctx, fs, loop.Path, fsSize)
+	if err != nil {
+		return img, err
+	}
+	if err := runMkfs(cmd); err != nil {
+		return img, fmt.Errorf("making the image filesystem: %w", err)
+	}
+	mnt := filepath.Join(workDir, "mnt")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		return img, err
+	}
+	if err := mountFS(loop.Path, mnt, fs.Type, false); err != nil {
+		return img, err
+	}
+	undo.add(func() error { return unmount(mnt) })
+
+	start := time.Now()
+	c := &Copier{Plan: plan, Dst: mnt, Warn: warn, Progress: log}
+	if err := c.Run(ctx); err != nil {
+		return img, err
+	}
+	img.Stats = c.Stats()
+	// Unmount and detach now (not only in the deferred cleanup) so that their errors,
+	// e.g. a failed journal flush, fail the build.
+	if err := undo.run(); err != nil {
+		return img, err
+	}
+	fmt.Fprintf(log, "copied in %s\n", time.Since(start).Round(time.Millisecond))
+	plan.WriteSummary(log)
+	return img, nil
+}
+
+func chooseLayout(cfg Config, plan *Plan, workDir string) (*DiskLayout, error) {
+	if cfg.Partition == PartitionNone {
+		return nil, nil
+	}
+	disk := cfg.sourceDisk
+	if disk == nil {
+		var err error
+		disk, err = findSourceDisk(cfg.sysfs, plan.Source.Major, plan.Source.Minor, workDir)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if disk == nil {
+		if cfg.Partition == PartitionAuto {
+			return nil, nil
+		}
+		return FreshLayout(cfg.Partition), nil
+	}
+	l, err := ReadLayout(disk)
+	if err != nil {
+		if cfg.Partition == PartitionAuto {
+			return nil, err
+		}
+		return FreshLayout(cfg.Partition), nil
+	}
+	if cfg.Partition != PartitionAuto && cfg.Partition != l.Table {
+		return FreshLayout(cfg.Partition), nil
+	}
+	return l, nil
+}
+
+func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
+
+// usedBytes is the space in use on the filesystem mounted at dir.
+func usedBytes(dir string) int64 {
+	var s unix.Statfs_t
+	if unix.Statfs(dir, &s) != nil {
+		return 0
+	}
+	return int64(s.Blocks-s.Bfree) * s.Bsize
+}
+
+// DefaultScratch picks where the image is built: an instance-store (ephemeral) mount
+// with room for need bytes, else /tmp.
+func DefaultScratch(need int64) string {
+	mounts, _ := ReadMounts()
+	for _, dir := range []string{"/mnt", "/media/ephemeral0", "/mnt/ephemeral0", "/media/ephemeral1"} {
+		if _, err := MountAt(mounts, dir); err != nil {
+			continue
+		}
+		var s unix.Statfs_t
+		if unix.Statfs(dir, &s) == nil && int64(s.Bavail)*s.Bsize > need && unix.Access(dir, unix.W_OK) == nil {
+			return dir
+		}
+	}
+	return os.TempDir()
+}

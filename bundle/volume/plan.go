@@ -1,0 +1,326 @@
+package volume
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// Action says what the copy does with one path.
+type Action int
+
+const (
+	// Copy copies the entry (and, for a directory, descends into it).
+	Copy Action = iota
+	// Skip leaves the entry out of the image.
+	Skip
+	// EmptyDir creates the directory with its own metadata but copies nothing in it
+	// (mount points of other filesystems, /mnt, /media, the scratch directory).
+	EmptyDir
+	// Partial descends into an excluded directory only to reach forced includes (-i)
+	// below it.
+	Partial
+)
+
+// Decision is what the plan says about one path, with the reason for the summary.
+type Decision struct {
+	Action Action
+	Reason string
+}
+
+// PlanConfig says what goes into the image. Paths are absolute paths on the running
+// system; those outside Volume are ignored (Scratch, Own) or rejected (Excludes,
+// Includes).
+type PlanConfig struct {
+	Volume   string   // mount point of the filesystem to image; "" means "/"
+	Excludes []string // -e: left out entirely
+	Includes []string // -i: copied even when excluded, filtered or on another mount
+	// Filter turns on ec2-bundle-vol's sensitive-file filter (SensitivePatterns).
+	Filter  bool
+	Scratch string   // its contents are never copied (the image is built there)
+	Own     []string // the bundler's own files and directories: left out entirely
+	Mounts  []Mount  // the mount table; nil reads /proc/self/mountinfo
+}
+
+// SensitivePatterns is ec2-bundle-vol's default filter (spec section 8), matched
+// against the whole path with `*` also matching `/` (Ruby's File.fnmatch without
+// FNM_PATHNAME). Off by default: it has removed TLS and apt keys from images.
+var SensitivePatterns = []string{
+	"*/#*#", "*/.#*", "*.sw", "*.swo", "*.swp", "*~", "*.pem", "*.priv",
+	"*id_rsa*", "*id_dsa*", "*.gpg", "*.jks", "*/.ssh/authorized_keys", "*/.bash_history",
+}
+
+// alwaysEmptied are directories of the image whose contents are never copied.
+var alwaysEmptied = []string{"/proc", "/sys", "/dev", "/run", "/mnt", "/media"}
+
+// Plan decides, path by path, what the copy takes. Paths given to it are paths in the
+// image ("/" is the volume's root).
+type Plan struct {
+	Volume  string // absolute mount point being imaged
+	Source  Mount  // the mount at Volume
+	exclude map[string]string
+	emptied map[string]string
+	pseudo  map[string]bool // mount points of pseudo filesystems: never copied, even if included
+	include []string
+	filter  []*regexp.Regexp
+	// what the summary reports
+	skipped  map[string][]string // reason -> paths
+	nskipped map[string]int
+}
+
+// NewPlan builds the plan for cfg.
+func NewPlan(cfg PlanConfig) (*Plan, error) {
+	vol := cfg.Volume
+	if vol == "" {
+		vol = "/"
+	}
+	if !filepath.IsAbs(vol) {
+		return nil, fmt.Errorf("--volume %q: give an absolute path", vol)
+	}
+	vol = filepath.Clean(vol)
+	mounts := cfg.Mounts
+	if mounts == nil {
+		var err error
+		if mounts, err = ReadMounts(); err != nil {
+			return nil, err
+		}
+	}
+	src, err := MountAt(mounts, vol)
+	if err != nil {
+		return nil, err
+	}
+	if IsPseudoFS(src.FSType) {
+		return nil, fmt.Errorf("--volume %s is a %s filesystem: only disk filesystems (ext2/3/4, xfs) can be imaged", vol, src.FSType)
+	}
+	p := &Plan{
+		Volume: vol, Source: src,
+		exclude: map[string]string{}, emptied: map[string]string{}, pseudo: map[string]bool{},
+		skipped: map[string][]string{}, nskipped: map[string]int{},
+	}
+	for _, d := range alwaysEmptied {
+		p.emptied[d] = "contents never copied"
+	}
+	// Other mounts under the volume: their mount points are created empty. A mount
+	// hidden under a later mount on the same point is covered by the same rule.
+	for _, m := range mounts {
+		if m.ID == src.ID {
+			continue
+		}
+		ip, ok := p.imagePath(m.Point)
+		if !ok || ip == "/" {
+			continue
+		}
+		p.emptied[ip] = fmt.Sprintf("mount point (%s %s), not descended", m.FSType, m.Source)
+		if IsPseudoFS(m.FSType) {
+			p.pseudo[ip] = true
+		}
+	}
+	if cfg.Scratch != "" {
+		if ip, ok := p.imagePath(absClean(cfg.Scratch)); ok && ip != "/" {
+			p.emptied[ip] = "scratch directory"
+		}
+	}
+	for _, o := range cfg.Own {
+		if o == "" {
+			continue
+		}
+		if ip, ok := p.imagePath(absClean(o)); ok && ip != "/" {
+			p.exclude[ip] = "bundler's own files"
+		}
+	}
+	for _, e := range cfg.Excludes {
+		ip, err := p.userPath("-e", e)
+		if err != nil {
+			return nil, err
+		}
+		if ip == "/" {
+			return nil, fmt.Errorf("-e %s excludes the whole volume", e)
+		}
+		p.exclude[ip] = "excluded (-e)"
+	}
+	for _, i := range cfg.Includes {
+		ip, err := p.userPath("-i", i)
+		if err != nil {
+			return nil, err
+		}
+		p.include = append(p.include, ip)
+	}
+	if cfg.Filter {
+		for _, pat := range SensitivePatterns {
+			p.filter = append(p.filter, globRegexp(pat))
+		}
+	}
+	return p, nil
+}
+
+func absClean(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return filepath.Clean(p)
+}
+
+// imagePath maps a path of the running system to its path in the image.
+func (p *Plan) imagePath(sys string) (string, bool) {
+	if p.Volume == "/" {
+		return sys, true
+	}
+	if sys == p.Volume {
+		return "/", true
+	}
+	if rest, ok := strings.CutPrefix(sys, p.Volume+"/"); ok {
+		return "/" + rest, true
+	}
+	return "", false
+}
+
+func (p *Plan) userPath(flag, path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		return "", fmt.Errorf("%s %q: give an absolute path on the running system", flag, path)
+	}
+	ip, ok := p.imagePath(filepath.Clean(path))
+	if !ok {
+		return "", fmt.Errorf("%s %s is not under --volume %s", flag, path, p.Volume)
+	}
+	return ip, nil
+}
+
+// SystemPath maps an image path back to the running system.
+func (p *Plan) SystemPath(ip string) string {
+	if p.Volume == "/" {
+		return ip
+	}
+	if ip == "/" {
+		return p.Volume
+	}
+	return p.Volume + ip
+}
+
+func within(p, dir string) bool {
+	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
+}
+
+// Decide says what to do with the image path ip.
+func (p *Plan) Decide(ip string) Decision {
+	if p.pseudo[ip] {
+		return Decision{EmptyDir, p.emptied[ip]}
+	}
+	for _, inc := range p.include {
+		if within(ip, inc) {
+			return Decision{Copy, "included (-i)"}
+		}
+	}
+	partial := false
+	for _, inc := range p.include {
+		if within(inc, ip) {
+			partial = true
+		}
+	}
+	d := p.decideNoInclude(ip)
+	if partial && d.Action != Copy {
+		return Decision{Partial, d.Reason}
+	}
+	return d
+}
+
+func (p *Plan) decideNoInclude(ip string) Decision {
+	for dir := ip; ; dir = filepath.Dir(dir) {
+		if r, ok := p.exclude[dir]; ok {
+			return Decision{Skip, r}
+		}
+		if dir == "/" {
+			break
+		}
+	}
+	if r, ok := p.emptied[ip]; ok {
+		return Decision{EmptyDir, r}
+	}
+	for i, re := range p.filter {
+		if re.MatchString(ip) {
+			return Decision{Skip, "sensitive-file filter " + SensitivePatterns[i]}
+		}
+	}
+	return Decision{Copy, ""}
+}
+
+// IncludeRelated reports whether ip is inside a forced include or on the way to one:
+// the only children of a Partial directory that are copied.
+func (p *Plan) IncludeRelated(ip string) bool {
+	for _, inc := range p.include {
+		if within(ip, inc) || within(inc, ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// Note records a decision for the summary.
+func (p *Plan) Note(ip string, d Decision) {
+	if d.Action == Copy || d.Action == Partial {
+		return
+	}
+	key := d.Reason
+	if d.Action == EmptyDir {
+		key = "created empty: " + d.Reason
+	}
+	p.nskipped[key]++
+	if len(p.skipped[key]) < 20 {
+		p.skipped[key] = append(p.skipped[key], ip)
+	}
+}
+
+// WriteSummary prints what was left out of the image and why.
+func (p *Plan) WriteSummary(w io.Writer) {
+	keys := make([]string, 0, len(p.nskipped))
+	for k := range p.nskipped {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if len(keys) == 0 {
+		fmt.Fprintln(w, "excluded: nothing")
+		return
+	}
+	fmt.Fprintln(w, "excluded from the image:")
+	for _, k := range keys {
+		paths := p.skipped[k]
+		more := ""
+		if n := p.nskipped[k]; n > len(paths) {
+			more = fmt.Sprintf(" (+%d more)", n-len(paths))
+		}
+		fmt.Fprintf(w, "  %s: %s%s\n", k, strings.Join(paths, " "), more)
+	}
+}
+
+// globRegexp turns an fnmatch pattern (no FNM_PATHNAME: `*` matches `/` too) into an
+// anchored regexp.
+func globRegexp(pat string) *regexp.Regexp {
+	var b strings.Builder
+	b.WriteString("^")
+	for i := 0; i < len(pat); i++ {
+		switch c := pat[i]; c {
+		case '*':
+			b.WriteString(".*")
+		case '?':
+			b.WriteString(".")
+		case '[':
+			j := strings.IndexByte(pat[i+1:], ']')
+			if j < 0 {
+				b.WriteString(`\[`)
+				continue
+			}
+			class := pat[i+1 : i+1+j]
+			if strings.HasPrefix(class, "!") {
+				class = "^" + class[1:]
+			}
+			b.WriteString("[" + strings.ReplaceAll(class, `\`, `\\`) + "]")
+			i += j + 1
+		default:
+			b.WriteString(regexp.QuoteMeta(string(c)))
+		}
+	}
+	b.WriteString("$")
+	return regexp.MustCompile(b.String())
+}
