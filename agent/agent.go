@@ -1,0 +1,274 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/instancestore/packer-plugin-instancestore/bundle"
+	"github.com/instancestore/packer-plugin-instancestore/s3/presigned"
+	"github.com/instancestore/packer-plugin-instancestore/version"
+)
+
+// Main runs the agent on the process's stdin and stdout and returns the exit status.
+// It is what `instancestore-bundler agent` and the plugin binary invoked with
+// PluginArg run. SIGINT, SIGTERM, SIGHUP and SIGPIPE stop the run cleanly.
+func Main(args []string) int {
+	if len(args) > 0 {
+		fmt.Fprintf(os.Stderr, "instancestore-bundler agent takes no arguments: the Packer plugin drives it over stdin and stdout\n")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	defer stop()
+	if err := Run(ctx, os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "instancestore-bundler agent: %s\n", err)
+		return 1
+	}
+	return 0
+}
+
+// Run reads the request from in, bundles and uploads, and writes events to out. The
+// returned error has been sent as an EventError too (when out still works).
+func Run(ctx context.Context, in io.Reader, out io.Writer) (err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	a := &agent{enc: json.NewEncoder(out), waiting: map[string]chan Reply{}}
+	a.send(Event{Type: EventHello, Hello: &Hello{Version: ProtocolVersion, Bundler: version.PluginVersion.FormattedVersion(), Arch: runtime.GOARCH, CPUs: runtime.NumCPU()}})
+
+	br := bufio.NewReaderSize(in, 64<<10)
+	line, rerr := br.ReadBytes('\n')
+	if rerr != nil && len(line) == 0 {
+		return fmt.Errorf("reading the request on stdin: %w", rerr)
+	}
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		return a.fail(fmt.Errorf("decoding the request: %w", err))
+	}
+	defer func() {
+		if req.WorkDir != "" {
+			// The binary may be running from here: Linux lets it delete itself.
+			if rmErr := os.RemoveAll(req.WorkDir); rmErr != nil && err == nil {
+				err = a.fail(fmt.Errorf("removing the work directory: %w", rmErr))
+			}
+		}
+	}()
+	if err := req.Check(); err != nil {
+		return a.fail(err)
+	}
+
+	// Replies arrive while the bundle streams. EOF before the result means the host
+	// is gone: stop everything.
+	go func() {
+		for {
+			line, err := br.ReadBytes('\n')
+			if len(line) > 0 {
+				var r Reply
+				if jerr := json.Unmarshal(line, &r); jerr != nil {
+					cancel(fmt.Errorf("malformed reply from the host: %w", jerr))
+					return
+				}
+				if r.Type == ReplyAbort {
+					cancel(errors.New("aborted by the host"))
+					return
+				}
+				a.deliver(r)
+			}
+			if err != nil {
+				cancel(errors.New("the host closed the connection"))
+				return
+			}
+		}
+	}()
+
+	res, err := a.run(ctx, &req)
+	if err != nil {
+		if c := context.Cause(ctx); c != nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w (%v)", err, c)
+		}
+		return a.fail(err)
+	}
+	a.send(Event{Type: EventResult, Result: resultEvent(res)})
+	return nil
+}
+
+type agent struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+
+	wmu     sync.Mutex
+	waiting map[string]chan Reply
+
+	// progress, updated by the writer and the sink
+	phase         atomic.Value // string
+	read, total   atomic.Int64
+	uploadedBytes atomic.Int64
+	uploadedParts atomic.Int64
+}
+
+func (a *agent) send(e Event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_ = a.enc.Encode(e) // a broken stdout shows up as a closed stdin too
+}
+
+func (a *agent) fail(err error) error {
+	a.send(Event{Type: EventError, Message: err.Error()})
+	return err
+}
+
+func (a *agent) log(format string, args ...any) {
+	a.send(Event{Type: EventLog, Message: fmt.Sprintf(format, args...)})
+}
+
+func (a *agent) deliver(r Reply) {
+	a.wmu.Lock()
+	ch := a.waiting[r.Name]
+	delete(a.waiting, r.Name)
+	a.wmu.Unlock()
+	if ch != nil {
+		ch <- r
+	}
+}
+
+// presign asks the host for the URL of part p and waits for the reply.
+func (a *agent) presign(ctx context.Context, p *bundle.Part, fresh bool) (*presigned.Request, error) {
+	ch := make(chan Reply, 1)
+	a.wmu.Lock()
+	a.waiting[p.Name] = ch
+	a.wmu.Unlock()
+	a.send(Event{Type: EventPart, Part: &PartEvent{Index: p.Index, Name: p.Name, Size: int64(len(p.Data)),
+		SHA1: hex.EncodeToString(p.SHA1[:]), MD5: hex.EncodeToString(p.MD5[:]), Fresh: fresh}})
+	select {
+	case r := <-ch:
+		if r.Error != "" {
+			return nil, errors.New(r.Error)
+		}
+		if r.Request == nil {
+			return nil, errors.New("the host sent no URL")
+		}
+		return r.Request, nil
+	case <-ctx.Done():
+		a.wmu.Lock()
+		delete(a.waiting, p.Name)
+		a.wmu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+func (a *agent) run(ctx context.Context, req *Request) (*bundle.Result, error) {
+	key, _ := req.BundleKey()
+	interval := time.Duration(req.ProgressMillis) * time.Millisecond
+	if interval <= 0 {
+		interval = time.Second
+	}
+	stopProgress := a.reportProgress(interval)
+	defer stopProgress()
+
+	var img *bundle.Image
+	switch req.Mode {
+	case ModeImage:
+		a.phase.Store("bundling")
+		var err error
+		if img, err = bundle.OpenImage(req.Image); err != nil {
+			return nil, fmt.Errorf("opening image: %w", err)
+		}
+	case ModeVolume:
+		a.phase.Store("imaging")
+		scratch := req.Volume.Scratch
+		// Mkdir, not MkdirAll: a scratch directory that exists is not ours to remove.
+		if err := os.Mkdir(scratch, 0o700); err != nil {
+			return nil, fmt.Errorf("creating scratch directory: %w", err)
+		}
+		defer os.RemoveAll(scratch)
+		path, err := buildVolumeImage(ctx, req, a.log)
+		if err != nil {
+			return nil, err
+		}
+		a.phase.Store("bundling")
+		if img, err = bundle.OpenImage(path); err != nil {
+			return nil, fmt.Errorf("opening the volume image: %w", err)
+		}
+	}
+	defer img.Close()
+
+	cfg := presigned.Config{
+		Presign:      a.presign,
+		Concurrency:  req.Concurrency,
+		StallTimeout: time.Duration(req.StallSeconds) * time.Second,
+		Uploaded: func(p *bundle.Part) {
+			a.uploadedBytes.Add(int64(len(p.Data)))
+			a.uploadedParts.Add(1)
+			a.send(Event{Type: EventUploaded, Part: &PartEvent{Index: p.Index, Name: p.Name, Size: int64(len(p.Data))}})
+		},
+		Retrying: func(p *bundle.Part, attempt int, err error) {
+			a.log("retrying upload of %s (attempt %d): %v", p.Name, attempt+1, err)
+		},
+	}
+	if req.Attempts > 0 {
+		cfg.Retry = presigned.DefaultRetry
+		cfg.Retry.Attempts = req.Attempts
+	}
+	sink := presigned.NewSink(ctx, cfg)
+	res, err := bundle.Write(ctx, img, bundle.WriterConfig{
+		Name: req.Name, Key: key, Level: req.GzipLevel, Concurrency: req.GzipWorkers,
+		Progress: func(p bundle.Progress) {
+			a.read.Store(p.BytesRead)
+			a.total.Store(p.BytesTotal)
+		},
+	}, sink)
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// reportProgress sends a progress event every interval until the returned func is
+// called. The rate is the upload rate over the last few intervals.
+func (a *agent) reportProgress(interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		type sample struct {
+			at time.Time
+			n  int64
+		}
+		window := []sample{{time.Now(), 0}}
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				up := a.uploadedBytes.Load()
+				window = append(window, sample{now, up})
+				if len(window) > 10 {
+					window = window[1:]
+				}
+				first := window[0]
+				rate := 0.0
+				if d := now.Sub(first.at).Seconds(); d > 0 {
+					rate = float64(up-first.n) / d
+				}
+				phase, _ := a.phase.Load().(string)
+				a.send(Event{Type: EventProgress, Progress: &ProgressEvent{Phase: phase,
+					BytesRead: a.read.Load(), BytesTotal: a.total.Load(),
+					BytesUploaded: up, PartsUploaded: int(a.uploadedParts.Load()), Rate: rate}})
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}

@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/instancestore/packer-plugin-instancestore/bundle/volume"
+)
+
+// buildVolumeImage images the volume of req into its scratch directory and returns
+// the image path. The agent's own files (binary and work directory) are left out.
+func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...any)) (string, error) {
+	v := req.Volume
+	own := []string{}
+	if req.WorkDir != "" {
+		own = append(own, req.WorkDir)
+	}
+	if exe, err := os.Executable(); err == nil {
+		own = append(own, exe)
+	}
+	img, err := volume.Build(ctx, volume.Config{
+		PlanConfig: volume.PlanConfig{
+			Volume:   v.Volume,
+			Excludes: v.Excludes,
+			Includes: v.Includes,
+			Filter:   v.Filter,
+			Own:      own,
+			Scratch:  v.Scratch,
+		},
+		Size:      v.SizeMB << 20,
+		Partition: v.Partition,
+		ImageName: req.Name + ".img",
+		Log:       logWriter(logf),
+		Warn:      func(m string) { logf("warning: %s", m) },
+	})
+	if err != nil {
+		return "", fmt.Errorf("imaging volume %s: %w", orRoot(v.Volume), err)
+	}
+	logf("imaged %s: %d MiB image, %d MiB of file data", orRoot(v.Volume), img.Size>>20, img.Stats.Bytes>>20)
+	return filepath.Clean(img.Path), nil
+}
+
+func orRoot(s string) string {
+	if s == "" {
+		return "/"
+	}
+	return s
+}
+
+// logWriter turns the imaging log (lines written to an io.Writer) into log events.
+type logWriter func(string, ...any)
+
+func (l logWriter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if line != "" {
+			l("%s", line)
+		}
+	}
+	return len(p), nil
+}
