@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"crypto/sha1"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -168,4 +170,95 @@ func testKey(t testing.TB) Key {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// memSink keeps the parts in memory; fail, if set, makes PutPart fail at that index.
+type memSink struct {
+	parts  []*Part
+	fail   int
+	closed int
+}
+
+func (s *memSink) PutPart(p *Part) error {
+	if s.fail > 0 && p.Index == s.fail {
+		return fmt.Errorf("sink refuses part %d", p.Index)
+	}
+	s.parts = append(s.parts, p)
+	return nil
+}
+
+func (s *memSink) Close() error { s.closed++; return nil }
+
+// countingReaderAt records every read, to check that holes are never read.
+type countingReaderAt struct {
+	r     io.ReaderAt
+	mu    sync.Mutex
+	reads []Extent
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	c.mu.Lock()
+	c.reads = append(c.reads, Extent{off, int64(len(p))})
+	c.mu.Unlock()
+	return c.r.ReadAt(p, off)
+}
+
+// checkReadsWithin fails unless every read lies inside one of the extents and the
+// reads add up to exactly the extents' data.
+func (c *countingReaderAt) checkReadsWithin(t testing.TB, extents []Extent) {
+	t.Helper()
+	var total int64
+	for _, r := range c.reads {
+		inside := false
+		for _, e := range extents {
+			if r.Offset >= e.Offset && r.End() <= e.End() {
+				inside = true
+			}
+		}
+		if !inside {
+			t.Errorf("read [%d, %d) is not inside a data extent", r.Offset, r.End())
+		}
+		total += r.Length
+	}
+	if total != dataSize(extents) {
+		t.Errorf("read %d bytes, the data extents hold %d", total, dataSize(extents))
+	}
+}
+
+// sameSparseFile compares two possibly huge sparse files without reading their holes:
+// same size, same data extents, same bytes in them.
+func sameSparseFile(t testing.TB, a, b string) {
+	t.Helper()
+	ia, err := OpenImage(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ia.Close()
+	ib, err := OpenImage(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ib.Close()
+	if ia.Size() != ib.Size() {
+		t.Fatalf("%s is %d bytes, %s is %d", a, ia.Size(), b, ib.Size())
+	}
+	if fmt.Sprint(ia.Extents()) != fmt.Sprint(ib.Extents()) {
+		t.Fatalf("data extents differ:\n%s: %v\n%s: %v", a, ia.Extents(), b, ib.Extents())
+	}
+	x, y := make([]byte, 1<<20), make([]byte, 1<<20)
+	for _, e := range ia.Extents() {
+		for off := e.Offset; off < e.End(); {
+			n := min(int64(len(x)), e.End()-off)
+			if _, err := ia.r.ReadAt(x[:n], off); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ib.r.ReadAt(y[:n], off); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(x[:n], y[:n]) {
+				t.Fatalf("%s and %s differ in [%d, %d)", a, b, off, off+n)
+			}
+			off += n
+		}
+	}
 }
