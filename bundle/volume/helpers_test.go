@@ -242,3 +242,9 @@ func must(t testing.TB, err error) {
 }
 
 var _ = bytes.Equal
+
+func runStdin(stdin *strings.Reader, name string, args ...string) ([]byte, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = stdin
+	return cmd.CombinedOutput()
+}

@@ -173,6 +173,9 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 			total>>20, bundle.MaxImageSize>>20, bundle.MaxImageSize>>20, float64(usedBytes(plan.Volume))/(1<<20))
 	}
 	fsSize := (total - offset - overhead) / int64(fs.BlockSize) * int64(fs.BlockSize)
+	if cfg.Size == 0 {
+		fsSize = fs.Size // the rounding slack stays outside the partition
+	}
 	if fsSize < 16<<20 {
 		return img, fmt.Errorf("--size %d MiB leaves %d MiB for the filesystem: too small", total>>20, fsSize>>20)
 	}
