@@ -185,16 +185,12 @@ func (a *agent) run(ctx context.Context, req *Request) (*bundle.Result, error) {
 		}
 	case ModeVolume:
 		a.phase.Store("imaging")
-		scratch := req.Volume.Scratch
-		// Mkdir, not MkdirAll: a scratch directory that exists is not ours to remove.
-		if err := os.Mkdir(scratch, 0o700); err != nil {
-			return nil, fmt.Errorf("creating scratch directory: %w", err)
-		}
-		defer os.RemoveAll(scratch)
-		path, err := buildVolumeImage(ctx, req, a.log)
+		vimg, err := buildVolumeImage(ctx, req, a.log)
 		if err != nil {
 			return nil, err
 		}
+		defer vimg.Remove()
+		path := vimg.Path
 		a.phase.Store("bundling")
 		if img, err = bundle.OpenImage(path); err != nil {
 			return nil, fmt.Errorf("opening the volume image: %w", err)

@@ -62,8 +62,10 @@ type Request struct {
 
 // VolumeRequest is what bundle-vol needs.
 type VolumeRequest struct {
-	Volume    string   `json:"volume,omitempty"`    // mount point to image (default "/")
-	Scratch   string   `json:"scratch"`             // directory for the image: created by the agent, must not exist, removed at exit
+	Volume string `json:"volume,omitempty"` // mount point to image (default "/")
+	// Scratch is the directory under which the image is built (in a new directory
+	// removed at exit); "" picks an instance-store mount with room, else /tmp.
+	Scratch   string   `json:"scratch,omitempty"`
 	SizeMB    int64    `json:"size_mb,omitempty"`   // image size in MiB (default: the volume's size)
 	Excludes  []string `json:"excludes,omitempty"`  // -e
 	Includes  []string `json:"includes,omitempty"`  // -i
@@ -91,8 +93,8 @@ func (r *Request) Check() error {
 			return fmt.Errorf("mode image needs the image path")
 		}
 	case ModeVolume:
-		if r.Volume == nil || r.Volume.Scratch == "" {
-			return fmt.Errorf("mode volume needs the scratch directory")
+		if r.Volume == nil {
+			return fmt.Errorf("mode volume needs the volume options")
 		}
 	default:
 		return fmt.Errorf("unknown mode %q: want %q or %q", r.Mode, ModeImage, ModeVolume)

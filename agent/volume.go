@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle/volume"
@@ -12,8 +11,12 @@ import (
 
 // buildVolumeImage images the volume of req into its scratch directory and returns
 // the image path. The agent's own files (binary and work directory) are left out.
-func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...any)) (string, error) {
+func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...any)) (*volume.Image, error) {
 	v := req.Volume
+	scratch := v.Scratch
+	if scratch == "" {
+		scratch = volume.DefaultScratch(v.SizeMB << 20)
+	}
 	own := []string{}
 	if req.WorkDir != "" {
 		own = append(own, req.WorkDir)
@@ -28,7 +31,7 @@ func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...an
 			Includes: v.Includes,
 			Filter:   v.Filter,
 			Own:      own,
-			Scratch:  v.Scratch,
+			Scratch:  scratch,
 		},
 		Size:      v.SizeMB << 20,
 		Partition: v.Partition,
@@ -37,10 +40,10 @@ func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...an
 		Warn:      func(m string) { logf("warning: %s", m) },
 	})
 	if err != nil {
-		return "", fmt.Errorf("imaging volume %s: %w", orRoot(v.Volume), err)
+		return nil, fmt.Errorf("imaging volume %s: %w", orRoot(v.Volume), err)
 	}
 	logf("imaged %s: %d MiB image, %d MiB of file data", orRoot(v.Volume), img.Size>>20, img.Stats.Bytes>>20)
-	return filepath.Clean(img.Path), nil
+	return img, nil
 }
 
 func orRoot(s string) string {

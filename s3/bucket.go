@@ -309,3 +309,15 @@ func explain(err error) error {
 	}
 	return err
 }
+
+// Exists reports whether the bundle file named name exists.
+func (b *Bucket) Exists(ctx context.Context, name string) (bool, error) {
+	_, err := b.Client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.Name), Key: aws.String(b.Key(name))})
+	if err == nil {
+		return true, nil
+	}
+	if isNotFound(err) || httpStatus(err) == 404 {
+		return false, nil
+	}
+	return false, fmt.Errorf("checking %s/%s: %w", b, name, explain(err))
+}
