@@ -1,0 +1,145 @@
+package instancestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"sort"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	awscommon "github.com/hashicorp/packer-plugin-amazon/common"
+	"github.com/hashicorp/packer-plugin-amazon/common/clients"
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
+)
+
+// ArtifactStateManifests is the artifact state key of the manifest location
+// ("bucket/key.manifest.xml") of the AMI in each region, a map[string]string.
+const ArtifactStateManifests = "manifests"
+
+// Artifact is the result of a build: instance store-backed AMIs, one per region, and
+// the bundle they were registered from.
+type Artifact struct {
+	// Amis maps region to AMI id.
+	Amis map[string]string
+	// Manifests maps region to the manifest location EC2 reports for the AMI.
+	Manifests map[string]string
+	// Bundle is the uploaded bundle in the build region's bucket.
+	Bundle *bundleLocation
+	// StateData holds generated_data for post-processors.
+	StateData map[string]interface{}
+
+	Config *aws.Config
+	Access *awscommon.AccessConfig
+}
+
+var _ packersdk.Artifact = new(Artifact)
+
+func (a *Artifact) BuilderId() string { return BuilderId }
+
+// Files is empty: the AMIs live in EC2 and S3.
+func (a *Artifact) Files() []string { return nil }
+
+func (a *Artifact) regions() []string {
+	rs := make([]string, 0, len(a.Amis))
+	for r := range a.Amis {
+		rs = append(rs, r)
+	}
+	sort.Strings(rs)
+	return rs
+}
+
+// Id is "region:ami-id[,region:ami-id...]", sorted by region, as the amazon builders'.
+func (a *Artifact) Id() string {
+	parts := make([]string, 0, len(a.Amis))
+	for _, r := range a.regions() {
+		parts = append(parts, r+":"+a.Amis[r])
+	}
+	return strings.Join(parts, ",")
+}
+
+func (a *Artifact) String() string {
+	var b strings.Builder
+	b.WriteString("Instance store-backed AMIs were created:\n")
+	for _, r := range a.regions() {
+		fmt.Fprintf(&b, "%s: %s", r, a.Amis[r])
+		if m := a.Manifests[r]; m != "" {
+			fmt.Fprintf(&b, " (manifest s3://%s)", m)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func (a *Artifact) State(name string) interface{} {
+	if v, ok := a.StateData[name]; ok {
+		return v
+	}
+	switch name {
+	case "atlas.artifact.metadata":
+		md := make(map[string]string, len(a.Amis))
+		for r, id := range a.Amis {
+			md["region."+r] = id
+		}
+		return md
+	case registryimage.ArtifactStateURI:
+		return a.hcpImages()
+	case ArtifactStateManifests:
+		return a.Manifests
+	}
+	return nil
+}
+
+// hcpImages is the HCP Packer registry metadata: one image per region, with the
+// source AMI and the manifest location as labels.
+func (a *Artifact) hcpImages() []*registryimage.Image {
+	data, _ := a.StateData["generated_data"].(map[string]interface{})
+	source, _ := data["SourceAMI"].(string)
+	images := make([]*registryimage.Image, 0, len(a.Amis))
+	for _, r := range a.regions() {
+		img := &registryimage.Image{
+			ImageID:        a.Amis[r],
+			ProviderName:   "aws",
+			ProviderRegion: r,
+			SourceImageID:  source,
+			Labels:         map[string]string{"root_device_type": "instance-store"},
+		}
+		if m := a.Manifests[r]; m != "" {
+			img.Labels["manifest_location"] = m
+		}
+		if name, _ := data["SourceAMIName"].(string); name != "" {
+			img.Labels["source_ami_name"] = name
+		}
+		images = append(images, img)
+	}
+	return images
+}
+
+// Destroy deregisters the AMIs in every region and deletes the bundle's objects.
+func (a *Artifact) Destroy() error {
+	ctx := context.Background()
+	var errs []error
+	for _, r := range a.regions() {
+		id := a.Amis[r]
+		log.Printf("Deregistering AMI %s in %s", id, r)
+		var client clients.Ec2Client = ec2.NewFromConfig(*a.Config, func(o *ec2.Options) { o.Region = r })
+		if a.Access != nil {
+			c, err := a.Access.NewEC2Client(ctx)
+			if err == nil && r == a.Config.Region {
+				client = c // keeps custom_endpoint_ec2 for the build region
+			}
+		}
+		if _, err := client.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)}); err != nil {
+			errs = append(errs, fmt.Errorf("deregistering AMI %s in %s: %w", id, r, err))
+		}
+	}
+	if a.Bundle != nil {
+		if err := deleteObjects(ctx, newS3Client(a.Config, a.Config.Region), a.Bundle.Bucket, a.Bundle.Keys()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

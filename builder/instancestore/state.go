@@ -1,0 +1,112 @@
+package instancestore
+
+import (
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/packer-plugin-amazon/common/clients"
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+)
+
+// State bag keys. The first group is shared with packer-plugin-amazon's common steps
+// and the Packer SDK, so the names are theirs; the second group is this builder's own.
+const (
+	keyConfig       = "config"
+	keyAccessConfig = "access_config"
+	keyAMIConfig    = "ami_config"
+	keyAWSConfig    = "aws_config"
+	keyEC2          = "ec2v2"
+	keyIAM          = "iam"
+	keyHook         = "hook"
+	keyUI           = "ui"
+	keyRegion       = "region"
+	keySourceImage  = "source_image"
+	keyInstance     = "instance"
+	keyAMIs         = "amis"
+	keySnapshots    = "snapshots"
+	keyIntermediary = "intermediary_image"
+	keyGenerated    = "generated_data"
+	keyError        = "error"
+	keyCommunicator = "communicator"
+
+	// keyAccountID holds the 12-digit account that owns the bundle (string).
+	keyAccountID = "instancestore_account_id"
+	// keyBundle holds the *bundleLocation of the uploaded bundle.
+	keyBundle = "instancestore_bundle"
+)
+
+// bundleLocation says where a bundle's objects are in S3.
+type bundleLocation struct {
+	Bucket string
+	// ManifestKey is the manifest's object key; PartKeys are the parts' keys.
+	ManifestKey string
+	PartKeys    []string
+}
+
+// ImageLocation is the value RegisterImage takes: "bucket/key".
+func (b *bundleLocation) ImageLocation() string { return b.Bucket + "/" + b.ManifestKey }
+
+// Keys lists every object of the bundle, parts first.
+func (b *bundleLocation) Keys() []string {
+	return append(append([]string(nil), b.PartKeys...), b.ManifestKey)
+}
+
+// halt records err as the build's error, shows it and stops the build: the one way
+// every step of this builder fails.
+func halt(state multistep.StateBag, err error) multistep.StepAction {
+	state.Put(keyError, err)
+	ui(state).Error(err.Error())
+	return multistep.ActionHalt
+}
+
+// haltf is halt with a formatted error.
+func haltf(state multistep.StateBag, format string, a ...any) multistep.StepAction {
+	return halt(state, fmt.Errorf(format, a...))
+}
+
+// Typed getters. They panic on a missing or mistyped value, which is a programming
+// error in the step list, never a user error.
+
+func ui(state multistep.StateBag) packersdk.Ui { return state.Get(keyUI).(packersdk.Ui) }
+
+func configOf(state multistep.StateBag) *Config { return state.Get(keyConfig).(*Config) }
+
+func ec2Client(state multistep.StateBag) clients.Ec2Client {
+	return state.Get(keyEC2).(clients.Ec2Client)
+}
+
+func awsConfig(state multistep.StateBag) *aws.Config { return state.Get(keyAWSConfig).(*aws.Config) }
+
+func region(state multistep.StateBag) string { return state.Get(keyRegion).(string) }
+
+func sourceImage(state multistep.StateBag) *ec2types.Image {
+	return state.Get(keySourceImage).(*ec2types.Image)
+}
+
+func instance(state multistep.StateBag) ec2types.Instance {
+	return state.Get(keyInstance).(ec2types.Instance)
+}
+
+func accountID(state multistep.StateBag) string { return state.Get(keyAccountID).(string) }
+
+// amis returns the region -> AMI id map, or nil before any AMI was registered.
+func amis(state multistep.StateBag) map[string]string {
+	m, _ := state.Get(keyAMIs).(map[string]string)
+	return m
+}
+
+// bundleOf returns the uploaded bundle, or nil when nothing was uploaded.
+func bundleOf(state multistep.StateBag) *bundleLocation {
+	b, _ := state.Get(keyBundle).(*bundleLocation)
+	return b
+}
+
+// failed reports whether the build was cancelled or halted: cleanups then undo what
+// they would otherwise leave for the artifact.
+func failed(state multistep.StateBag) bool {
+	_, cancelled := state.GetOk(multistep.StateCancelled)
+	_, halted := state.GetOk(multistep.StateHalted)
+	return cancelled || halted
+}

@@ -1,0 +1,9 @@
+//go:build tools
+
+// Package tools records the commands this module pins; it is never built.
+package tools
+
+import (
+	_ "github.com/hashicorp/packer"
+	_ "github.com/hashicorp/packer-plugin-sdk/cmd/packer-sdc"
+)
