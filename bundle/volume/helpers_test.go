@@ -2,6 +2,7 @@ package volume
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -16,6 +17,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/instancestore/packer-plugin-instancestore/bundle"
 )
 
 func run(t testing.TB, name string, args ...string) string {
@@ -68,8 +71,13 @@ func newTestFS(t testing.TB, file string, offset, size int64, mkfs ...string) *t
 
 // mountImage mounts the filesystem inside an image read-only and returns its dir.
 func mountImage(t testing.TB, img *Image) string {
+	return mountImageFile(t, img.Path, img)
+}
+
+// mountImageFile mounts a file laid out like img (e.g. img unbundled) read-only.
+func mountImageFile(t testing.TB, path string, img *Image) string {
 	t.Helper()
-	l, err := AttachLoop(img.Path, img.FSOffset, img.Size-img.FSOffset-overheadOf(img))
+	l, err := AttachLoop(path, img.FSOffset, img.Size-img.FSOffset-overheadOf(img))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +95,31 @@ func overheadOf(img *Image) int64 {
 		return 0
 	}
 	return img.Layout.Overhead()
+}
+
+// bundleRoundTrip bundles img with the bundle Writer (the bundle-vol data path), then
+// unbundles it into a new file, checking every digest, and returns that file.
+func bundleRoundTrip(t testing.TB, img *Image) string {
+	t.Helper()
+	ctx := context.Background()
+	bi, err := bundle.OpenImage(img.Path)
+	must(t, err)
+	defer bi.Close()
+	key, err := bundle.NewKey()
+	must(t, err)
+	parts := t.TempDir()
+	res, err := bundle.Write(ctx, bi, bundle.WriterConfig{Name: "vol", Key: key}, bundle.DirSink(parts))
+	must(t, err)
+	cert, _, err := bundle.NewThrowawayUser()
+	must(t, err)
+	m, err := bundle.NewManifest(res, bundle.ManifestConfig{Architecture: "x86_64", User: "123456789012"}, key, cert, cert)
+	must(t, err)
+	out := filepath.Join(t.TempDir(), "unbundled.img")
+	f, err := os.Create(out)
+	must(t, err)
+	defer f.Close()
+	must(t, bundle.Unbundle(ctx, m, key, bundle.DirSource(parts), f))
+	return out
 }
 
 // entry is everything the comparison walker checks about one path.
