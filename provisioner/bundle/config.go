@@ -16,8 +16,8 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 
-	format "github.com/instancestore/packer-plugin-instancestore/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
+	format "github.com/instancestore/packer-plugin-instancestore/bundle"
 )
 
 // Config is the `instancestore-bundle` provisioner's configuration. Authentication
