@@ -402,3 +402,39 @@ func (b *logBuffer) String() string {
 	defer b.mu.Unlock()
 	return string(b.buf)
 }
+
+// PIDs lists the host PIDs of the instance's processes (sshd and its sessions), for
+// tests that inspect them through the host's /proc.
+func (i *Instance) PIDs() ([]int, error) { return netNSPIDs(i.id) }
+
+// Command returns a command that runs inside the instance (its namespaces and root,
+// as root), like a console: nsenter into the instance's first process.
+func (i *Instance) Command(ctx context.Context, name string, args ...string) (*exec.Cmd, error) {
+	pid, err := i.initPID()
+	if err != nil {
+		return nil, err
+	}
+	nsArgs := []string{"--target", fmt.Sprint(pid), "--mount", "--uts", "--net", "--pid", "--root", "--wd=/", "--", name}
+	return exec.CommandContext(ctx, "nsenter", append(nsArgs, args...)...), nil
+}
+
+// initPID is the host PID of the instance's PID 1 (sshd): the only child of unshare.
+func (i *Instance) initPID() (int, error) {
+	if i.cmd == nil || i.cmd.Process == nil {
+		return 0, fmt.Errorf("instance %s is not running", i.id)
+	}
+	select {
+	case <-i.exited:
+		return 0, fmt.Errorf("instance %s has stopped", i.id)
+	default:
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", i.cmd.Process.Pid, i.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("instance %s: finding its first process: %w", i.id, err)
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err != nil {
+		return 0, fmt.Errorf("instance %s: no first process", i.id)
+	}
+	return pid, nil
+}

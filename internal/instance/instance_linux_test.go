@@ -204,6 +204,17 @@ func TestInstancesInParallel(t *testing.T) {
 			t.Errorf("instance %d process count: %q %v", n, out, err)
 		}
 	}
+	// A console into the instance sees its root, hostname and processes.
+	cmd, err := insts[1].Command(ctx, "/bin/sh", "-c", "hostname; test -x /usr/sbin/sshd && echo chrooted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cmd.Output(); err != nil || string(out) != "web1\nchrooted\n" {
+		t.Errorf("Command in instance: %q %v", out, err)
+	}
+	if pids, err := insts[1].PIDs(); err != nil || len(pids) == 0 {
+		t.Errorf("PIDs = %v %v", pids, err)
+	}
 	// Keys are per user: root's key does not open admin, admin's does not open root.
 	if _, err := sshRun(t, insts[0], "admin", rootKey, "true"); err == nil {
 		t.Errorf("root's key logged in as admin")
