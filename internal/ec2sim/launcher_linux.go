@@ -1,0 +1,95 @@
+package ec2sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	nsinstance "github.com/instancestore/packer-plugin-instancestore/internal/instance"
+)
+
+// NamespaceLauncher runs each instance as sshd in network namespaces of its own
+// (internal/instance), on a private copy of the AMI's root: a copy of the tree for a
+// seeded AMI, a sparse copy of the image file (loop-mounted) for a registered one. So
+// instances never change their AMI, as on EC2.
+type NamespaceLauncher struct {
+	// WorkDir holds the per-instance copies; they are removed at termination.
+	WorkDir string
+}
+
+type nsInstance struct {
+	inst    *nsinstance.Instance
+	unmount func() error
+	copyDir string
+}
+
+func (n *nsInstance) PrivateIP() string { return n.inst.Addr().String() }
+
+func (n *nsInstance) Terminate(ctx context.Context) error {
+	var errs []error
+	if err := n.inst.Stop(); err != nil {
+		errs = append(errs, err)
+	}
+	if n.unmount != nil {
+		if err := n.unmount(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(n.copyDir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Launch copies the root, mounts it when it is an image, and starts sshd with the key
+// pair's public key authorized for every login user.
+func (l *NamespaceLauncher) Launch(ctx context.Context, spec LaunchSpec) (_ Instance, err error) {
+	copyDir := filepath.Join(l.WorkDir, spec.InstanceID)
+	if err := os.MkdirAll(copyDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating instance directory: %w", err)
+	}
+	n := &nsInstance{copyDir: copyDir}
+	defer func() {
+		if err != nil {
+			if n.unmount != nil {
+				n.unmount()
+			}
+			os.RemoveAll(copyDir)
+		}
+	}()
+	var root string
+	switch {
+	case spec.Root.Image != "":
+		img := filepath.Join(copyDir, "root.img")
+		if out, err := exec.CommandContext(ctx, "cp", "--sparse=always", spec.Root.Image, img).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("copying AMI image %s: %v: %s", spec.Root.Image, err, out)
+		}
+		dir, unmount, err := nsinstance.MountImage(img)
+		if err != nil {
+			return nil, err
+		}
+		root, n.unmount = dir, unmount
+	case spec.Root.Dir != "":
+		root = filepath.Join(copyDir, "root")
+		if out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", spec.Root.Dir, root).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("copying AMI root %s: %v: %s", spec.Root.Dir, err, out)
+		}
+	default:
+		return nil, errors.New("the AMI has no root to run from")
+	}
+	keys := map[string]string{}
+	if spec.AuthorizedKey != "" {
+		for _, u := range spec.LoginUsers {
+			keys[u] = spec.AuthorizedKey
+		}
+	}
+	inst, err := nsinstance.Start(ctx, nsinstance.Config{Root: root, AuthorizedKeys: keys, Name: spec.InstanceID})
+	if err != nil {
+		return nil, fmt.Errorf("starting %s: %w", spec.InstanceID, err)
+	}
+	n.inst = inst
+	return n, nil
+}
