@@ -110,6 +110,19 @@ func populateRoot(t *testing.T, root string) (skip, emptied []string) {
 	t.Cleanup(func() { unix.Unmount(p("srv/nested"), unix.MNT_DETACH) })
 	writeFile(t, p("srv/nested/on-tmpfs"), []byte("x"), 0o644)
 
+	// chattr flags: an immutable file with a second hard link, an append-only log, a
+	// nodump directory (set after the times below, which immutable would forbid).
+	writeFile(t, p("var/log/append.log"), []byte("log\n"), 0o644)
+	writeFile(t, p("usr/lib/frozen"), []byte("frozen\n"), 0o644)
+	must(t, os.Link(p("usr/lib/frozen"), p("usr/lib/frozen-link")))
+	must(t, os.MkdirAll(p("var/nodump"), 0o755))
+	defer func() {
+		run(t, "chattr", "+i", p("usr/lib/frozen"))
+		run(t, "chattr", "+a", p("var/log/append.log"))
+		run(t, "chattr", "+d", p("var/nodump"))
+		t.Cleanup(func() { exec.Command("chattr", "-i", "-a", p("usr/lib/frozen"), p("var/log/append.log")).Run() })
+	}()
+
 	// Distinct times with nanoseconds, children before their directories.
 	var paths []string
 	filepath.Walk(root, func(q string, _ os.FileInfo, err error) error {

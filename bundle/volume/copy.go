@@ -40,7 +40,21 @@ type Copier struct {
 	stats CopyStats
 	links map[inodeKey]string
 	buf   []byte
+	flags []pendingFlags
 }
+
+// pendingFlags are inode flags (chattr) set after the whole copy: an immutable file
+// could not get its times, an immutable directory its entries, nor an immutable file
+// its other hard links.
+type pendingFlags struct {
+	path  string
+	flags uint32
+}
+
+// copiedFlags are the inode flags that describe how a file is to be treated (as
+// opposed to how it is stored): sync, immutable, append-only, nodump, noatime,
+// dirsync, topdir.
+const copiedFlags = 0x8 | 0x10 | 0x20 | 0x40 | 0x80 | 0x10000 | 0x20000
 
 type inodeKey struct {
 	dev, ino uint64
@@ -77,7 +91,44 @@ func (c *Copier) Run(ctx context.Context) error {
 	if err := unix.Lstat(c.Plan.SystemPath("/"), &st); err != nil {
 		return fmt.Errorf("reading volume %s: %w", c.Plan.Volume, err)
 	}
-	return c.copyDir(ctx, "/", &st, Decision{Action: Copy})
+	if err := c.copyDir(ctx, "/", &st, Decision{Action: Copy}); err != nil {
+		return err
+	}
+	return c.applyFlags()
+}
+
+// inodeFlags reads the chattr flags of a regular file or directory (0 when the
+// filesystem has none).
+func inodeFlags(p string) uint32 {
+	fd, err := openNoAtime(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK)
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(fd)
+	v, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		return 0
+	}
+	return v & copiedFlags
+}
+
+func (c *Copier) applyFlags() error {
+	for i := len(c.flags) - 1; i >= 0; i-- {
+		pf := c.flags[i]
+		fd, err := unix.Open(pf.path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return dstErr("opening", pf.path, err)
+		}
+		cur, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+		if err == nil {
+			err = unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, int(cur&^copiedFlags|pf.flags))
+		}
+		unix.Close(fd)
+		if err != nil {
+			c.warn("the image cannot hold the inode flags %#x of %s: %v", pf.flags, pf.path, err)
+		}
+	}
+	return nil
 }
 
 func (c *Copier) startProgress() func() {
@@ -367,6 +418,11 @@ func (c *Copier) setMeta(ip string, st *unix.Stat_t, symlink bool) error {
 		}
 	}
 	c.copyXattrs(src, dst)
+	if t := st.Mode & unix.S_IFMT; t == unix.S_IFREG || t == unix.S_IFDIR {
+		if fl := inodeFlags(src); fl != 0 {
+			c.flags = append(c.flags, pendingFlags{dst, fl})
+		}
+	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
 	if err := unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return dstErr("setting times of", ip, err)

@@ -134,12 +134,13 @@ type entry struct {
 	Xattrs       map[string]string
 	Content      string // sha256 of regular files, target of symlinks
 	DataExtents  string // where a regular file has data (sparseness)
+	Flags        uint32 // chattr flags
 	inode        uint64
 }
 
 func (e entry) String() string {
-	return fmt.Sprintf("type=%#o mode=%#o owner=%d:%d size=%d rdev=%d nlink=%d atime=%d.%09d mtime=%d.%09d xattrs=%v content=%s extents=%s",
-		e.Type, e.Mode, e.Uid, e.Gid, e.Size, e.Rdev, e.Nlink, e.Atime.Sec, e.Atime.Nsec, e.Mtime.Sec, e.Mtime.Nsec, e.Xattrs, e.Content, e.DataExtents)
+	return fmt.Sprintf("type=%#o mode=%#o owner=%d:%d size=%d rdev=%d nlink=%d atime=%d.%09d mtime=%d.%09d xattrs=%v content=%s extents=%s flags=%#x",
+		e.Type, e.Mode, e.Uid, e.Gid, e.Size, e.Rdev, e.Nlink, e.Atime.Sec, e.Atime.Nsec, e.Mtime.Sec, e.Mtime.Nsec, e.Xattrs, e.Content, e.DataExtents, e.Flags)
 }
 
 // walkTree lists root's tree, not crossing into other filesystems (their mount points
@@ -170,6 +171,7 @@ func walkTree(t testing.TB, root string, skip, emptied []string) map[string]entr
 			Size: st.Size, Rdev: st.Rdev, Nlink: uint64(st.Nlink), Atime: st.Atim, Mtime: st.Mtim, inode: st.Ino}
 		if e.Type == unix.S_IFDIR {
 			e.Size = 0
+			e.Flags = inodeFlags(p)
 		}
 		names, _ := listXattrs(p)
 		e.Xattrs = map[string]string{}
@@ -182,6 +184,7 @@ func walkTree(t testing.TB, root string, skip, emptied []string) map[string]entr
 		}
 		switch e.Type {
 		case unix.S_IFREG:
+			e.Flags = inodeFlags(p)
 			b, err := os.ReadFile(p)
 			if err != nil {
 				return err
