@@ -1,6 +1,7 @@
 // Command packer-plugin-instancestore is the Packer plugin that builds instance
 // store-backed (S3-backed) AMIs: the `instancestore` builder (the plugin's default
-// component, so templates write `source "instancestore" "name"`).
+// component, so templates write `source "instancestore" "name"`) and the
+// `instancestore-bundle` provisioner.
 package main
 
 import (
@@ -9,17 +10,21 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/plugin"
 
+	"github.com/instancestore/packer-plugin-instancestore/agent"
 	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore"
+	"github.com/instancestore/packer-plugin-instancestore/provisioner/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/version"
 )
 
 func main() {
-	// AGENT MODE: when the agent package decides how the plugin binary acts as the
-	// on-instance bundler (for example a sub-command or an environment marker), the
-	// dispatch goes here, before the plugin set takes over os.Args.
+	// Agent mode: started on the instance as `<plugin> instancestore-bundler-agent`,
+	// the binary is the bundler agent and exits here. Otherwise it notes that this
+	// executable can be uploaded as the agent (when no agent is embedded).
+	agent.RunIfAgent()
 
 	pps := plugin.NewSet()
 	pps.RegisterBuilder(plugin.DEFAULT_NAME, new(instancestore.Builder))
+	pps.RegisterProvisioner("bundle", new(bundle.Provisioner))
 	pps.SetVersion(version.PluginVersion)
 	if err := pps.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, err.Error())

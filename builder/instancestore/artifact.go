@@ -14,6 +14,8 @@ import (
 	"github.com/hashicorp/packer-plugin-amazon/common/clients"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
+
+	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 
 // ArtifactStateManifests is the artifact state key of the manifest location
@@ -137,8 +139,12 @@ func (a *Artifact) Destroy() error {
 		}
 	}
 	if a.Bundle != nil {
-		if err := deleteObjects(ctx, newS3Client(a.Config, a.Config.Region), a.Bundle.Bucket, a.Bundle.Keys()); err != nil {
-			errs = append(errs, err)
+		b, err := s3bundle.New(*a.Config, a.Bundle.Region, a.Bundle.Bucket, a.Bundle.Prefix, s3bundle.Options{PathStyle: a.Bundle.PathStyle})
+		if err == nil {
+			err = b.Delete(ctx, a.Bundle.Objects)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("deleting the bundle s3://%s: %w", a.Bundle.ManifestLocation, err))
 		}
 	}
 	return errors.Join(errs...)

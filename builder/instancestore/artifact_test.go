@@ -65,12 +65,17 @@ func TestArtifactState(t *testing.T) {
 }
 
 func TestParseImageLocation(t *testing.T) {
-	b, k, err := parseImageLocation("bkt/a/b/image.manifest.xml")
-	if err != nil || b != "bkt" || k != "a/b/image.manifest.xml" {
-		t.Errorf("got %q %q %v", b, k, err)
+	for loc, want := range map[string][3]string{
+		"bkt/a/b/image.manifest.xml": {"bkt", "a/b", "image"},
+		"bkt/image.manifest.xml":     {"bkt", "", "image"},
+	} {
+		b, p, n, err := parseImageLocation(loc)
+		if err != nil || [3]string{b, p, n} != want {
+			t.Errorf("%s: got %q %q %q %v, want %q", loc, b, p, n, err, want)
+		}
 	}
-	for _, bad := range []string{"", "bkt", "/x.manifest.xml", "bkt/image.tar"} {
-		if _, _, err := parseImageLocation(bad); err == nil {
+	for _, bad := range []string{"", "bkt", "/x.manifest.xml", "bkt/image.tar", "bkt/.manifest.xml"} {
+		if _, _, _, err := parseImageLocation(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}

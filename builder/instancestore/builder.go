@@ -89,6 +89,12 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 			AMIVirtType:              c.AMIVirtType,
 		},
 		&stepCheckSourceAMI{InstanceTypes: c.instanceTypes(), Virtualization: c.AMIVirtType},
+		&stepPreflightBucket{
+			Bucket:    c.S3Bucket,
+			Prefix:    c.S3Prefix,
+			PathStyle: c.S3ForcePathStyle,
+			Create:    c.S3CreateBucket,
+		},
 		&awscommon.StepNetworkInfo{
 			VpcId:                    c.VpcId,
 			VpcFilter:                c.VpcFilter,
@@ -148,11 +154,11 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		&awscommon.StepSetGeneratedData{GeneratedData: generatedData},
 		&commonsteps.StepProvision{},
 		&commonsteps.StepCleanupTempKeys{Comm: &c.RunConfig.Comm},
-		// BUNDLE STEP: bundles the root volume on the instance and uploads it (agent
-		// driver); goes here once the agent package's driver has landed.
+		&stepBundle{GeneratedData: generatedData},
 		&stepDeregisterAMI{
 			ForceDeregister: c.AMIForceDeregister,
 			KeepBundle:      c.KeepBundleOnDeregister,
+			PathStyle:       c.S3ForcePathStyle,
 			AMIName:         c.AMIName,
 			Regions:         c.AMIRegions,
 		},

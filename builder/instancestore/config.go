@@ -99,6 +99,16 @@ type Config struct {
 	// When `force_deregister` removes an existing AMI of the same name, keep its bundle in
 	// S3. By default the old manifest and parts are deleted with it.
 	KeepBundleOnDeregister bool `mapstructure:"keep_bundle_on_deregister" required:"false"`
+	// Create `s3_bucket` in the build region, with ACLs enabled, when it does not exist.
+	S3CreateBucket bool `mapstructure:"s3_create_bucket" required:"false"`
+	// Address the bucket in the URL path instead of the host name, for S3-compatible
+	// endpoints reached by IP address or a plain host name (AWS_ENDPOINT_URL_S3).
+	S3ForcePathStyle bool `mapstructure:"s3_force_path_style" required:"false"`
+	// How many parts the instance uploads at once. Defaults to 4.
+	UploadConcurrency int `mapstructure:"upload_concurrency" required:"false"`
+	// Local path to a Linux `instancestore-bundler` executable to run on the instance
+	// instead of the agent built into the plugin.
+	AgentBinary string `mapstructure:"agent_binary" required:"false"`
 
 	// Not supported: the `amazon-instance` builder's command that ran Ruby
 	// `ec2-bundle-vol` on the instance. This builder bundles with its own agent; use the
@@ -243,6 +253,14 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	for _, p := range c.BundleInclude {
 		if !path.IsAbs(p) {
 			add("bundle_include %q must be an absolute path on the instance", p)
+		}
+	}
+	if c.UploadConcurrency < 0 || c.UploadConcurrency > 64 {
+		add("upload_concurrency %d is out of range: 1 to 64 parts at once (0 for the default, 4)", c.UploadConcurrency)
+	}
+	if c.AgentBinary != "" {
+		if _, err := os.Stat(c.AgentBinary); err != nil {
+			add("agent_binary: %s", err)
 		}
 	}
 	if c.BundleFilter == config.TriUnset {

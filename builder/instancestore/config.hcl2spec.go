@@ -179,6 +179,10 @@ type FlatConfig struct {
 	AMIKernelId                               *string                                     `mapstructure:"ami_kernel_id" required:"false" cty:"ami_kernel_id" hcl:"ami_kernel_id"`
 	AMIRamdiskId                              *string                                     `mapstructure:"ami_ramdisk_id" required:"false" cty:"ami_ramdisk_id" hcl:"ami_ramdisk_id"`
 	KeepBundleOnDeregister                    *bool                                       `mapstructure:"keep_bundle_on_deregister" required:"false" cty:"keep_bundle_on_deregister" hcl:"keep_bundle_on_deregister"`
+	S3CreateBucket                            *bool                                       `mapstructure:"s3_create_bucket" required:"false" cty:"s3_create_bucket" hcl:"s3_create_bucket"`
+	S3ForcePathStyle                          *bool                                       `mapstructure:"s3_force_path_style" required:"false" cty:"s3_force_path_style" hcl:"s3_force_path_style"`
+	UploadConcurrency                         *int                                        `mapstructure:"upload_concurrency" required:"false" cty:"upload_concurrency" hcl:"upload_concurrency"`
+	AgentBinary                               *string                                     `mapstructure:"agent_binary" required:"false" cty:"agent_binary" hcl:"agent_binary"`
 	BundleVolCommand                          *string                                     `mapstructure:"bundle_vol_command" required:"false" cty:"bundle_vol_command" hcl:"bundle_vol_command"`
 	BundleUploadCommand                       *string                                     `mapstructure:"bundle_upload_command" required:"false" cty:"bundle_upload_command" hcl:"bundle_upload_command"`
 	X509UploadPath                            *string                                     `mapstructure:"x509_upload_path" required:"false" cty:"x509_upload_path" hcl:"x509_upload_path"`
@@ -363,6 +367,10 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"ami_kernel_id":                &hcldec.AttrSpec{Name: "ami_kernel_id", Type: cty.String, Required: false},
 		"ami_ramdisk_id":               &hcldec.AttrSpec{Name: "ami_ramdisk_id", Type: cty.String, Required: false},
 		"keep_bundle_on_deregister":    &hcldec.AttrSpec{Name: "keep_bundle_on_deregister", Type: cty.Bool, Required: false},
+		"s3_create_bucket":             &hcldec.AttrSpec{Name: "s3_create_bucket", Type: cty.Bool, Required: false},
+		"s3_force_path_style":          &hcldec.AttrSpec{Name: "s3_force_path_style", Type: cty.Bool, Required: false},
+		"upload_concurrency":           &hcldec.AttrSpec{Name: "upload_concurrency", Type: cty.Number, Required: false},
+		"agent_binary":                 &hcldec.AttrSpec{Name: "agent_binary", Type: cty.String, Required: false},
 		"bundle_vol_command":           &hcldec.AttrSpec{Name: "bundle_vol_command", Type: cty.String, Required: false},
 		"bundle_upload_command":        &hcldec.AttrSpec{Name: "bundle_upload_command", Type: cty.String, Required: false},
 		"x509_upload_path":             &hcldec.AttrSpec{Name: "x509_upload_path", Type: cty.String, Required: false},

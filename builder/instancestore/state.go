@@ -8,6 +8,8 @@ import (
 	"github.com/hashicorp/packer-plugin-amazon/common/clients"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 
 // State bag keys. The first group is shared with packer-plugin-amazon's common steps
@@ -33,25 +35,26 @@ const (
 
 	// keyAccountID holds the 12-digit account that owns the bundle (string).
 	keyAccountID = "instancestore_account_id"
+	// keyBucket holds the *s3bundle.Bucket checked by the preflight.
+	keyBucket = "instancestore_bucket"
 	// keyBundle holds the *bundleLocation of the uploaded bundle.
 	keyBundle = "instancestore_bundle"
 )
 
 // bundleLocation says where a bundle's objects are in S3.
 type bundleLocation struct {
-	Bucket string
-	// ManifestKey is the manifest's object key; PartKeys are the parts' keys.
-	ManifestKey string
-	PartKeys    []string
+	Bucket    string
+	Prefix    string
+	Region    string
+	PathStyle bool
+	// ManifestLocation is bucket/key of the manifest, RegisterImage's ImageLocation.
+	ManifestLocation string
+	// Objects are the object names under Prefix, manifest last.
+	Objects []string
 }
 
 // ImageLocation is the value RegisterImage takes: "bucket/key".
-func (b *bundleLocation) ImageLocation() string { return b.Bucket + "/" + b.ManifestKey }
-
-// Keys lists every object of the bundle, parts first.
-func (b *bundleLocation) Keys() []string {
-	return append(append([]string(nil), b.PartKeys...), b.ManifestKey)
-}
+func (b *bundleLocation) ImageLocation() string { return b.ManifestLocation }
 
 // halt records err as the build's error, shows it and stops the build: the one way
 // every step of this builder fails.
@@ -87,6 +90,10 @@ func sourceImage(state multistep.StateBag) *ec2types.Image {
 
 func instance(state multistep.StateBag) ec2types.Instance {
 	return state.Get(keyInstance).(ec2types.Instance)
+}
+
+func bucketOf(state multistep.StateBag) *s3bundle.Bucket {
+	return state.Get(keyBucket).(*s3bundle.Bucket)
 }
 
 func accountID(state multistep.StateBag) string { return state.Get(keyAccountID).(string) }

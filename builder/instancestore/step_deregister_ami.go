@@ -3,6 +3,8 @@ package instancestore
 import (
 	"context"
 	"fmt"
+	"path"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -10,6 +12,8 @@ import (
 	awscommon "github.com/hashicorp/packer-plugin-amazon/common"
 	"github.com/hashicorp/packer-plugin-amazon/common/clients"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 
 // stepDeregisterAMI implements force_deregister: it deregisters the AMIs that already
@@ -18,6 +22,7 @@ import (
 type stepDeregisterAMI struct {
 	ForceDeregister bool
 	KeepBundle      bool
+	PathStyle       bool
 	AMIName         string
 	Regions         []string
 }
@@ -64,24 +69,33 @@ func (s *stepDeregisterAMI) deregister(ctx context.Context, state multistep.Stat
 		return nil
 	}
 	loc := aws.ToString(img.ImageLocation)
-	bucket, key, err := parseImageLocation(loc)
+	bucket, prefix, name, err := parseImageLocation(loc)
 	if err != nil {
 		ui(state).Error(fmt.Sprintf("Not deleting the bundle of AMI %s: %s", id, err))
 		return nil
 	}
-	s3c := newS3Client(awsConfig(state), r)
-	b, err := locateBundle(ctx, s3c, bucket, key)
+	b, err := s3bundle.New(*awsConfig(state), r, bucket, prefix, s3bundle.Options{PathStyle: s.PathStyle})
+	if err == nil {
+		err = b.DeleteBundle(ctx, name)
+	}
 	if err != nil {
 		// The AMI is gone already; its objects may have been removed by hand before.
-		ui(state).Error(fmt.Sprintf("Not deleting the bundle of AMI %s (delete s3://%s yourself if it remains): %s", id, loc, err))
+		ui(state).Error(fmt.Sprintf("Could not delete the bundle of AMI %s (delete s3://%s and its parts yourself if they remain): %s", id, loc, err))
 		return nil
 	}
-	if err := deleteObjects(ctx, s3c, b.Bucket, b.Keys()); err != nil {
-		ui(state).Error(fmt.Sprintf("Could not delete every object of the bundle of AMI %s: %s", id, err))
-		return nil
-	}
-	ui(state).Say(fmt.Sprintf("Deleted the bundle s3://%s (%d parts)", loc, len(b.PartKeys)))
+	ui(state).Say(fmt.Sprintf("Deleted the bundle s3://%s", loc))
 	return nil
+}
+
+// parseImageLocation splits an AMI's ImageLocation ("bucket/prefix/name.manifest.xml")
+// into bucket, key prefix and bundle name.
+func parseImageLocation(loc string) (bucket, prefix, name string, err error) {
+	bucket, key, ok := strings.Cut(loc, "/")
+	if !ok || bucket == "" || !strings.HasSuffix(key, ".manifest.xml") || path.Base(key) == ".manifest.xml" {
+		return "", "", "", fmt.Errorf("image location %q is not bucket/key.manifest.xml", loc)
+	}
+	prefix, file := path.Split(key)
+	return bucket, strings.Trim(prefix, "/"), strings.TrimSuffix(file, ".manifest.xml"), nil
 }
 
 func (s *stepDeregisterAMI) Cleanup(multistep.StateBag) {}

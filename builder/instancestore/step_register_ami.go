@@ -59,6 +59,9 @@ func (s *stepRegisterAMI) input(state multistep.StateBag) *ec2.RegisterImageInpu
 }
 
 func (s *stepRegisterAMI) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	if bundleOf(state) == nil {
+		return haltf(state, "no bundle was uploaded: nothing to register")
+	}
 	client := ec2Client(state)
 	in := s.input(state)
 	ui(state).Say(fmt.Sprintf("Registering AMI %s from s3://%s...", aws.ToString(in.Name), aws.ToString(in.ImageLocation)))
