@@ -229,6 +229,8 @@ func (r *run) runAgent(ctx context.Context, bin *agentBinary, job *agent.Request
 	go func() {
 		cmd.Wait()
 		stdoutW.Close()
+		// A session that died stops reading stdin: unblock writers.
+		stdinR.CloseWithError(errSessionEnded)
 		close(r.exited)
 	}()
 	// Stopping: tell the agent, then close its stdin; it removes its files and exits.
@@ -291,7 +293,7 @@ func (r *run) runAgent(ctx context.Context, bin *agentBinary, job *agent.Request
 		case agent.EventPart:
 			reply := r.presign(ctx, e.Part)
 			if err := write(reply); err != nil {
-				return nil, fmt.Errorf("sending an upload URL to the agent: %w", err)
+				return nil, fmt.Errorf("lost the connection to the agent on the instance (sending an upload URL: %w)", err)
 			}
 		case agent.EventUploaded:
 			prog.uploaded(e.Part)
@@ -329,7 +331,9 @@ func (r *run) runAgent(ctx context.Context, bin *agentBinary, job *agent.Request
 	case result == nil && !helloSeen:
 		return nil, fmt.Errorf("the agent did not start (exit status %d): %s; check execute_command (the agent must run as root: sudo without a password, or connect as root)", status, stderr.String())
 	case result == nil:
-		if status == packersdk.CmdDisconnect || status == -1 {
+		// The agent exits 0 only after its result: 0 here means the session ended
+		// without an exit status reaching us.
+		if status == packersdk.CmdDisconnect || status == -1 || status == 0 {
 			return nil, fmt.Errorf("lost the connection to the agent on the instance before the bundle was complete")
 		}
 		return nil, fmt.Errorf("the agent on the instance stopped before the bundle was complete (exit status %d): %s", status, stderr.String())
@@ -337,6 +341,8 @@ func (r *run) runAgent(ctx context.Context, bin *agentBinary, job *agent.Request
 	prog.done(result)
 	return result.BundleResult()
 }
+
+var errSessionEnded = errors.New("the remote session ended")
 
 // presign answers a part event with the part's URL, or with an error the agent shows.
 func (r *run) presign(ctx context.Context, p *agent.PartEvent) agent.Reply {
