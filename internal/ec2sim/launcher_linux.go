@@ -18,18 +18,27 @@ import (
 type NamespaceLauncher struct {
 	// WorkDir holds the per-instance copies; they are removed at termination.
 	WorkDir string
+	// Forward lists host loopback services ("127.0.0.1:PORT", e.g. the S3 endpoint)
+	// that instances reach at the same address (see forwarder).
+	Forward []string
 }
 
 type nsInstance struct {
 	inst    *nsinstance.Instance
 	unmount func() error
 	copyDir string
+	fw      *forwarder
 }
 
 func (n *nsInstance) PrivateIP() string { return n.inst.Addr().String() }
 
 func (n *nsInstance) Terminate(ctx context.Context) error {
 	var errs []error
+	if n.fw != nil {
+		if err := n.fw.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := n.inst.Stop(); err != nil {
 		errs = append(errs, err)
 	}
@@ -91,5 +100,11 @@ func (l *NamespaceLauncher) Launch(ctx context.Context, spec LaunchSpec) (_ Inst
 		return nil, fmt.Errorf("starting %s: %w", spec.InstanceID, err)
 	}
 	n.inst = inst
+	if len(l.Forward) > 0 {
+		if n.fw, err = startForwarder(inst.NetNS(), l.Forward); err != nil {
+			inst.Stop()
+			return nil, err
+		}
+	}
 	return n, nil
 }

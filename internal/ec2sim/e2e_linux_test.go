@@ -1,0 +1,446 @@
+package ec2sim
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/instancestore/packer-plugin-instancestore/bundle"
+	nsinstance "github.com/instancestore/packer-plugin-instancestore/internal/instance"
+	"github.com/instancestore/packer-plugin-instancestore/internal/s3env"
+	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
+)
+
+var (
+	liteOnce sync.Once
+	liteDir  string
+	liteErr  error
+	tmpBase  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if tmpBase != "" {
+		os.RemoveAll(tmpBase)
+	}
+	os.Exit(code)
+}
+
+// liteRoot builds the lite instance root once per test binary.
+func liteRoot(t *testing.T) string {
+	t.Helper()
+	liteOnce.Do(func() {
+		tmpBase, liteErr = os.MkdirTemp("", "ec2sim-test-")
+		if liteErr != nil {
+			return
+		}
+		liteDir = filepath.Join(tmpBase, "lite")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		liteErr = nsinstance.BuildLiteRoot(ctx, liteDir)
+	})
+	if liteErr != nil {
+		t.Fatalf("building the lite root: %v", liteErr)
+	}
+	return liteDir
+}
+
+// leftovers lists what an instance can leave behind: network namespaces and links of
+// internal/instance, mounts under its state dir or our data dir, loop devices backed by
+// files under dataDir.
+func leftovers(t *testing.T, dataDir string) []string {
+	t.Helper()
+	var out []string
+	if ents, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), nsinstance.Prefix) {
+				out = append(out, "netns "+e.Name())
+			}
+		}
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mi), "\n") {
+		if strings.Contains(l, dataDir) || strings.Contains(l, nsinstance.StateDir+"/mnt") {
+			out = append(out, "mount "+l)
+		}
+	}
+	lo, _ := exec.Command("losetup", "-l", "-n", "-O", "NAME,BACK-FILE").CombinedOutput()
+	for _, l := range strings.Split(string(lo), "\n") {
+		if strings.Contains(l, dataDir) {
+			out = append(out, "loop "+l)
+		}
+	}
+	return out
+}
+
+func waitState(t *testing.T, c *ec2.Client, id string, want types.InstanceStateName) types.Instance {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		out, err := c.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := out.Reservations[0].Instances[0]
+		if in.State.Name == want {
+			return in
+		}
+		if in.State.Name == types.InstanceStateNameTerminated {
+			t.Fatalf("instance %s terminated while waiting for %s: %s", id, want, aws.ToString(in.StateReason.Message))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instance %s still %s, want %s", id, in.State.Name, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func sshRun(t *testing.T, addr, user, keyPEM, cmd string) string {
+	t.Helper()
+	signer, err := ssh.ParsePrivateKey([]byte(keyPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := ssh.Dial("tcp", addr+":22", &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatalf("ssh %s@%s: %v", user, addr, err)
+	}
+	defer cl.Close()
+	s, err := cl.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := s.CombinedOutput(cmd)
+	if err != nil {
+		t.Fatalf("ssh %s@%s %q: %v: %s", user, addr, cmd, err, out)
+	}
+	return string(out)
+}
+
+func startRunningServer(t *testing.T, cfg Config, forward ...string) *testEnv {
+	t.Helper()
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	cfg.Launcher = &NamespaceLauncher{WorkDir: filepath.Join(cfg.DataDir, "instances"), Forward: forward}
+	e := startServer(t, cfg)
+	t.Cleanup(func() {
+		e.srv.Close() // idempotent enough: terminate everything before checking
+		if l := leftovers(t, cfg.DataDir); len(l) > 0 {
+			t.Errorf("left behind after Close:\n%s", strings.Join(l, "\n"))
+		}
+	})
+	return e
+}
+
+func TestRunSeededInstance(t *testing.T) {
+	testroot.Require(t)
+	root := liteRoot(t)
+	e := startRunningServer(t, Config{})
+	ctx := ctxT(t)
+	lite, err := e.srv.Seed(SeedImage{Name: "instancestore-lite-x86_64", Root: RootSource{Dir: root}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hvm, err := e.srv.Seed(SeedImage{Name: "instancestore-lite-hvm-x86_64", VirtualizationType: "hvm", Root: RootSource{Dir: root}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := e.ec2.CreateKeyPair(ctx, &ec2.CreateKeyPairInput{KeyName: aws.String("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(img, itype string) (*ec2.RunInstancesOutput, error) {
+		return e.ec2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(img), InstanceType: types.InstanceType(itype),
+			MinCount: aws.Int32(1), MaxCount: aws.Int32(1), KeyName: aws.String("k")})
+	}
+	_, err = run(lite, "t3.micro")
+	wantCode(t, err, "Unsupported")
+	_, err = run(hvm, "m1.small")
+	wantCode(t, err, "InvalidParameterCombination")
+	_, err = run(lite, "r3.large")
+	wantCode(t, err, "InvalidParameterCombination")
+	_, err = run(lite, "m9.huge")
+	wantCode(t, err, "InvalidParameterValue")
+	_, err = e.ec2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(lite), InstanceType: "m3.medium", MinCount: aws.Int32(1), MaxCount: aws.Int32(1), KeyName: aws.String("nope")})
+	wantCode(t, err, "InvalidKeyPair.NotFound")
+	_, err = run("ami-0123456789abcdef0", "m3.medium")
+	wantCode(t, err, "InvalidAMIID.NotFound")
+
+	out, err := e.ec2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(lite), InstanceType: "m3.medium", MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+		KeyName: aws.String("k"), TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: []types.Tag{{Key: aws.String("Name"), Value: aws.String("t")}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := aws.ToString(out.Instances[0].InstanceId)
+	if out.Instances[0].State.Name != types.InstanceStateNamePending || len(out.Instances[0].Tags) != 1 {
+		t.Fatalf("RunInstances answered %+v", out.Instances[0])
+	}
+	in := waitState(t, e.ec2, id, types.InstanceStateNameRunning)
+	ip := aws.ToString(in.PrivateIpAddress)
+	if !strings.HasPrefix(ip, "169.254.") {
+		t.Fatalf("private IP %q is not a namespace address", ip)
+	}
+	st, err := e.ec2.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{id}})
+	if err != nil || len(st.InstanceStatuses) != 1 || st.InstanceStatuses[0].InstanceStatus.Status != types.SummaryStatusOk {
+		t.Fatalf("DescribeInstanceStatus: %v %+v", err, st)
+	}
+	for _, user := range []string{"root", "admin"} {
+		if got := sshRun(t, ip, user, aws.ToString(kp.KeyMaterial), "id -un"); strings.TrimSpace(got) != user {
+			t.Fatalf("ssh as %s: id -un says %q", user, got)
+		}
+	}
+	// The instance runs on its own copy: a file it writes does not reach the AMI.
+	sshRun(t, ip, "root", aws.ToString(kp.KeyMaterial), "echo x > /instance-only")
+	if _, err := os.Stat(filepath.Join(root, "instance-only")); err == nil {
+		t.Fatal("the instance wrote into its AMI's root")
+	}
+	_, err = e.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{"i-0123456789abcdef0"}})
+	wantCode(t, err, "InvalidInstanceID.NotFound")
+	term, err := e.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if term.TerminatingInstances[0].PreviousState.Name != types.InstanceStateNameRunning || term.TerminatingInstances[0].CurrentState.Name != types.InstanceStateNameShuttingDown {
+		t.Fatalf("TerminateInstances: %+v", term.TerminatingInstances[0])
+	}
+	waitState(t, e.ec2, id, types.InstanceStateNameTerminated)
+	if l := leftovers(t, e.srv.cfg.DataDir); len(l) > 0 {
+		t.Fatalf("left behind after terminate:\n%s", strings.Join(l, "\n"))
+	}
+	_, err = e.ec2.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{id}})
+	wantCode(t, err, "UnsupportedOperation")
+}
+
+// bundleFixture is a bundle of a bootable lite root image with a marker file, in a
+// local directory, made with the simulator's EC2 certificate.
+type bundleFixture struct {
+	dir      string
+	manifest *bundle.Manifest
+	marker   string
+}
+
+func makeBundle(t *testing.T, srv *Server) *bundleFixture {
+	t.Helper()
+	work := t.TempDir()
+	tree := filepath.Join(work, "tree")
+	if out, err := exec.Command("cp", "-a", liteRoot(t), tree).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	marker := fmt.Sprintf("bundled-%d", time.Now().UnixNano())
+	if err := os.WriteFile(filepath.Join(tree, "etc/instancestore-marker"), []byte(marker+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(work, "root.img")
+	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-L", "cloudimg-rootfs", "-d", tree, img, "96M").CombinedOutput(); err != nil {
+		t.Fatalf("mke2fs: %v %s", err, out)
+	}
+	im, err := bundle.OpenImage(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	key, err := bundle.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := filepath.Join(work, "parts")
+	os.MkdirAll(parts, 0o755)
+	res, err := bundle.Write(context.Background(), im, bundle.WriterConfig{Name: "image", Key: key}, bundle.DirSink(parts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec2Cert, err := bundle.LoadCertificate(srv.EC2CertPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	userCert, userKey, err := bundle.NewThrowawayUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := bundle.NewManifest(res, bundle.ManifestConfig{Architecture: "x86_64", User: srv.AccountID(),
+		BlockDeviceMappings: []bundle.BlockDeviceMapping{{Virtual: "ami", Device: "sda1"}, {Virtual: "root", Device: "/dev/sda1"}, {Virtual: "ephemeral0", Device: "sdb"}}},
+		key, ec2Cert, userCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Sign(userKey); err != nil {
+		t.Fatal(err)
+	}
+	return &bundleFixture{dir: parts, manifest: m, marker: marker}
+}
+
+// upload puts the parts and the manifest bytes under bucket/prefix through the front,
+// with acl (none when empty), and returns the ImageLocation.
+func (b *bundleFixture) upload(t *testing.T, c *s3.Client, bucket, prefix string, manifest []byte, acl s3types.ObjectCannedACL, edit func(name string, data []byte) []byte) string {
+	t.Helper()
+	ctx := context.Background()
+	put := func(name string, data []byte) {
+		in := &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(prefix + "/" + name), Body: bytes.NewReader(data), ACL: acl}
+		if _, err := c.PutObject(ctx, in); err != nil {
+			t.Fatalf("uploading %s: %v", name, err)
+		}
+	}
+	for _, p := range b.manifest.Parts {
+		data, err := os.ReadFile(filepath.Join(b.dir, p.Filename))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if edit != nil {
+			data = edit(p.Filename, data)
+		}
+		put(p.Filename, data)
+	}
+	put("image.manifest.xml", manifest)
+	return bucket + "/" + prefix + "/image.manifest.xml"
+}
+
+func TestRegisterBundleAndRun(t *testing.T) {
+	testroot.Require(t)
+	backend, err := s3env.StartGoFakeS3()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backend.Close() })
+	front, err := s3env.NewFront(backend, s3env.FrontOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { front.Close() })
+	e := startRunningServer(t, Config{S3: FrontReader{Front: front}}, strings.TrimPrefix(front.URL(), "http://"))
+	ctx := ctxT(t)
+	s3c := front.Client("us-east-1")
+	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("amis")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := front.Client("eu-west-1").CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("amis-eu"),
+		CreateBucketConfiguration: &s3types.CreateBucketConfiguration{LocationConstraint: s3types.BucketLocationConstraintEuWest1}}); err != nil {
+		t.Fatal(err)
+	}
+	b := makeBundle(t, e.srv)
+	good := b.manifest.Marshal()
+	register := func(loc, name string) (*ec2.RegisterImageOutput, error) {
+		return e.ec2.RegisterImage(ctx, &ec2.RegisterImageInput{Name: aws.String(name), ImageLocation: aws.String(loc),
+			Architecture: types.ArchitectureValuesX8664, VirtualizationType: aws.String("hvm"), RootDeviceName: aws.String("/dev/sda1")})
+	}
+
+	// Failures first, each as EC2 words it.
+	t.Run("no ACL", func(t *testing.T) {
+		loc := b.upload(t, s3c, "amis", "noacl", good, "", nil)
+		_, err := register(loc, "noacl")
+		wantCode(t, err, "InvalidManifest")
+		if !strings.Contains(err.Error(), "403") {
+			t.Fatalf("want S3's 403 in the message: %v", err)
+		}
+	})
+	t.Run("flipped part bit", func(t *testing.T) {
+		loc := b.upload(t, s3c, "amis", "flipped", good, s3types.ObjectCannedACLAwsExecRead, func(name string, data []byte) []byte {
+			if strings.HasSuffix(name, ".part.0") || strings.HasSuffix(name, ".part.00") {
+				data = bytes.Clone(data)
+				data[len(data)/2] ^= 0x10
+			}
+			return data
+		})
+		_, err := register(loc, "flipped")
+		wantCode(t, err, "InvalidManifest")
+		if !strings.Contains(err.Error(), "digest") && !strings.Contains(err.Error(), "SHA-1") {
+			t.Fatalf("want a digest failure: %v", err)
+		}
+	})
+	t.Run("reordered manifest", func(t *testing.T) {
+		s := string(good)
+		i, j := strings.Index(s, "<size>"), strings.Index(s, "<bundled_size>")
+		k := strings.Index(s, "</bundled_size>") + len("</bundled_size>")
+		reordered := s[:i] + s[j:k] + s[i:j] + s[k:]
+		if reordered == s {
+			t.Fatal("reordering changed nothing")
+		}
+		loc := b.upload(t, s3c, "amis", "reordered", []byte(reordered), s3types.ObjectCannedACLAwsExecRead, nil)
+		_, err := register(loc, "reordered")
+		wantCode(t, err, "InvalidManifest")
+	})
+	t.Run("wrong user", func(t *testing.T) {
+		m := *b.manifest
+		m.User = "999999999999"
+		loc := b.upload(t, s3c, "amis", "otheruser", m.Marshal(), s3types.ObjectCannedACLAwsExecRead, nil)
+		_, err := register(loc, "otheruser")
+		wantCode(t, err, "InvalidManifest")
+	})
+	t.Run("bucket in another region", func(t *testing.T) {
+		loc := b.upload(t, front.Client("eu-west-1"), "amis-eu", "eu", good, s3types.ObjectCannedACLAwsExecRead, nil)
+		_, err := register(loc, "eu-bucket")
+		wantCode(t, err, "InvalidManifest")
+	})
+	t.Run("made for another EC2 certificate", func(t *testing.T) {
+		m := *b.manifest
+		realEC2, err := bundle.EC2Certificate("us-east-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := bundle.CertificateKey(realEC2)
+		var k bundle.Key // any key: EC2's real private key is what would be needed
+		m.EC2EncryptedKey, m.EC2EncryptedIV, _ = bundle.WrapKey(pub, k)
+		loc := b.upload(t, s3c, "amis", "realcert", m.Marshal(), s3types.ObjectCannedACLAwsExecRead, nil)
+		_, err = register(loc, "realcert")
+		wantCode(t, err, "InvalidManifest")
+	})
+
+	loc := b.upload(t, s3c, "amis", "good", good, s3types.ObjectCannedACLAwsExecRead, nil)
+	reg, err := register(loc, "my-bundled-ami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = register(loc, "my-bundled-ami")
+	wantCode(t, err, "InvalidAMIName.Duplicate")
+	imgs, err := e.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}})
+	if err != nil || len(imgs.Images) != 1 {
+		t.Fatalf("own images: %v %+v", err, imgs)
+	}
+	im := imgs.Images[0]
+	if aws.ToString(im.ImageId) != aws.ToString(reg.ImageId) || im.State != types.ImageStateAvailable || im.RootDeviceType != types.DeviceTypeInstanceStore ||
+		aws.ToString(im.ImageLocation) != loc || im.VirtualizationType != types.VirtualizationTypeHvm || len(im.BlockDeviceMappings) != 1 {
+		t.Fatalf("registered image: %+v", im)
+	}
+	kp, err := e.ec2.CreateKeyPair(ctx, &ec2.CreateKeyPairInput{KeyName: aws.String("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.ec2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: reg.ImageId, InstanceType: "m3.medium", MinCount: aws.Int32(1), MaxCount: aws.Int32(1), KeyName: aws.String("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := aws.ToString(out.Instances[0].InstanceId)
+	in := waitState(t, e.ec2, id, types.InstanceStateNameRunning)
+	got := sshRun(t, aws.ToString(in.PrivateIpAddress), "admin", aws.ToString(kp.KeyMaterial), "cat /etc/instancestore-marker; grep ' / ' /proc/mounts | head -1")
+	if !strings.Contains(got, b.marker) {
+		t.Fatalf("the instance does not see the image's files: %q", got)
+	}
+	// The S3 endpoint is forwarded into the instance at the host's own address.
+	fetched := sshRun(t, aws.ToString(in.PrivateIpAddress), "admin", aws.ToString(kp.KeyMaterial), "wget -q -O - "+front.URL()+"/"+loc)
+	if fetched != string(good) {
+		t.Fatalf("the instance fetched %q from %s, want the manifest", fetched, front.URL()+"/"+loc)
+	}
+	if _, err := e.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, e.ec2, id, types.InstanceStateNameTerminated)
+	if l := leftovers(t, e.srv.cfg.DataDir); len(l) > 0 {
+		t.Fatalf("left behind after terminate:\n%s", strings.Join(l, "\n"))
+	}
+}

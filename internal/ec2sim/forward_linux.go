@@ -1,0 +1,151 @@
+package ec2sim
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// forwarder makes host loopback services reachable inside an instance at the very same
+// address: it listens on 127.0.0.1:PORT inside the instance's network namespace and
+// relays each connection to 127.0.0.1:PORT of the host. A presigned S3 URL made on the
+// host (Host header and all) then works unchanged on the instance, and nothing listens
+// beyond loopback.
+type forwarder struct {
+	lns []net.Listener
+	wg  sync.WaitGroup
+	mu  sync.Mutex
+	cs  map[net.Conn]bool
+}
+
+// listenInNetNS opens a TCP listener on addr inside the named network namespace. The
+// socket keeps its namespace after the thread that made it leaves.
+func listenInNetNS(netns, addr string) (net.Listener, error) {
+	type result struct {
+		ln  net.Listener
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// The thread goes back to its own namespace before it is unlocked. Letting it
+		// die instead is not an option: a process started from it with Pdeathsig
+		// (instance sshd) would be killed with it.
+		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		defer self.Close()
+		f, err := os.Open(filepath.Join("/run/netns", netns))
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("entering network namespace %s: %w", netns, err)}
+			return
+		}
+		ln, err := net.Listen("tcp", addr)
+		if rerr := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); rerr != nil {
+			// Stay locked: the runtime then retires this thread rather than reuse it
+			// in the wrong namespace.
+			if ln != nil {
+				ln.Close()
+			}
+			ch <- result{err: fmt.Errorf("returning from network namespace %s: %w", netns, rerr)}
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- result{ln, err}
+	}()
+	r := <-ch
+	return r.ln, r.err
+}
+
+func startForwarder(netns string, addrs []string) (*forwarder, error) {
+	fw := &forwarder{cs: map[net.Conn]bool{}}
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil || !net.ParseIP(host).IsLoopback() {
+			fw.close()
+			return nil, fmt.Errorf("forwarding %q into instances: only loopback host:port addresses can be forwarded", a)
+		}
+		ln, err := listenInNetNS(netns, a)
+		if err != nil {
+			fw.close()
+			return nil, fmt.Errorf("forwarding %s into instance namespace %s: %w", a, netns, err)
+		}
+		fw.lns = append(fw.lns, ln)
+		fw.wg.Add(1)
+		go fw.serve(ln, a)
+	}
+	return fw, nil
+}
+
+func (fw *forwarder) track(c net.Conn, on bool) {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if on {
+		fw.cs[c] = true
+	} else {
+		delete(fw.cs, c)
+	}
+}
+
+func (fw *forwarder) serve(ln net.Listener, target string) {
+	defer fw.wg.Done()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		fw.wg.Add(1)
+		go func() {
+			defer fw.wg.Done()
+			defer c.Close()
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				return
+			}
+			defer up.Close()
+			fw.track(c, true)
+			fw.track(up, true)
+			defer fw.track(c, false)
+			defer fw.track(up, false)
+			done := make(chan struct{}, 2)
+			go func() { io.Copy(up, c); up.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
+			go func() { io.Copy(c, up); c.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
+			<-done
+			<-done
+		}()
+	}
+}
+
+// close stops listening, drops open connections and waits for the relays.
+func (fw *forwarder) close() error {
+	var errs []error
+	for _, ln := range fw.lns {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	fw.mu.Lock()
+	for c := range fw.cs {
+		c.Close()
+	}
+	fw.mu.Unlock()
+	fw.wg.Wait()
+	return errors.Join(errs...)
+}
