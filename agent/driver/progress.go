@@ -39,7 +39,7 @@ func (p *progressUI) update(e *agent.ProgressEvent) {
 			p.ui.Say("Bundling and uploading...")
 		}
 	}
-	if now.Sub(p.last) < p.interval || e.Phase != "bundling" {
+	if now.Sub(p.last) < p.interval || e.Phase != "bundling" || e.BytesTotal == 0 {
 		return
 	}
 	p.last = now
