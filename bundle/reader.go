@@ -75,8 +75,10 @@ func newPartReader(ctx context.Context, m *Manifest, src PartSource) *partReader
 	ctx, cancel := context.WithCancel(ctx)
 	parts := make(chan checkedPart)
 	r := &partReader{ctx: ctx, cancel: cancel, parts: parts, free: make(chan []byte, 2), done: make(chan struct{})}
-	r.free <- make([]byte, PartSize+1)
-	r.free <- make([]byte, PartSize+1)
+	// Part 0 is the largest; one byte more detects an oversized part.
+	bufSize := partSize(m, 0) + 1
+	r.free <- make([]byte, bufSize)
+	r.free <- make([]byte, bufSize)
 	go func() {
 		defer close(r.done)
 		defer close(parts)
@@ -288,8 +290,8 @@ func readBundle(ctx context.Context, m *Manifest, key Key, src PartSource, out i
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	rep.Add("manifest", "version %s, %d parts, image %q of %d bytes, all fields valid", m.Version, len(m.Parts), m.Name, m.Size)
-	rep.Add("part names", "%d plain file names, no paths", len(m.Parts))
+	rep.Add("manifest", "version %s, %s, image %q of %d bytes, all fields valid", m.Version, plural(len(m.Parts), "part"), m.Name, m.Size)
+	rep.Add("part names", "%s, no paths", plural(len(m.Parts), "plain file name"))
 	parts := newPartReader(ctx, m, src)
 	defer parts.Close()
 	dec, err := newDecryptReader(parts, key)
@@ -335,7 +337,7 @@ func readBundle(ctx context.Context, m *Manifest, key Key, src PartSource, out i
 		}
 		return fmt.Errorf("bundle tar stream goes on for more than %d bytes after its end marker", n-1)
 	}
-	rep.Add("parts", "%d parts, %d bytes = <bundled_size>, every size and SHA-1 matches the manifest", parts.count, parts.bytes)
+	rep.Add("parts", "%s, %d bytes = <bundled_size>, every size and SHA-1 matches the manifest", plural(parts.count, "part"), parts.bytes)
 	rep.Add("decryption", "AES-128-CBC with valid PKCS#7 padding, gzip stream intact")
 	kind := "regular file"
 	if hdr.Typeflag == tar.TypeGNUSparse {
@@ -453,13 +455,21 @@ func VerifyParts(ctx context.Context, m *Manifest, src PartSource) (*VerifyRepor
 	if err := m.Validate(); err != nil {
 		return rep, err
 	}
-	rep.Add("manifest", "version %s, %d parts, image %q of %d bytes, all fields valid", m.Version, len(m.Parts), m.Name, m.Size)
-	rep.Add("part names", "%d plain file names, no paths", len(m.Parts))
+	rep.Add("manifest", "version %s, %s, image %q of %d bytes, all fields valid", m.Version, plural(len(m.Parts), "part"), m.Name, m.Size)
+	rep.Add("part names", "%s, no paths", plural(len(m.Parts), "plain file name"))
 	parts := newPartReader(ctx, m, src)
 	defer parts.Close()
 	if _, err := io.Copy(io.Discard, parts); err != nil {
 		return rep, err
 	}
-	rep.Add("parts", "%d parts, %d bytes = <bundled_size>, every size and SHA-1 matches the manifest", parts.count, parts.bytes)
+	rep.Add("parts", "%s, %d bytes = <bundled_size>, every size and SHA-1 matches the manifest", plural(parts.count, "part"), parts.bytes)
 	return rep, nil
+}
+
+// plural formats "1 part", "2 parts".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }

@@ -47,6 +47,9 @@ func runBundleImage(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-i, --image: %w", err)
 	}
 	defer img.Close()
+	if img.Size() == 0 {
+		return fmt.Errorf("-i, --image %s is empty: give a disk image with a file system", image)
+	}
 	if img.Size() > bundle.MaxImageSize {
 		return fmt.Errorf("-i, --image %s is %s: EC2 accepts instance store-backed images of at most 10 GiB (10240 MiB)"+
 			" and refuses to register bigger bundles; shrink the file system and the image, or use an EBS-backed AMI",

@@ -266,7 +266,7 @@ func TestCLIEndToEnd(t *testing.T) {
 		if !strings.Contains(r.stderr, "nobody (you included) can unbundle it later") {
 			t.Errorf("stderr does not explain the throw-away key: %s", r.stderr)
 		}
-		runBin(t, bin, "verify", "-m", filepath.Join(tdir, "small.img.manifest.xml")).must(t, 0, "ok    parts       1 parts")
+		runBin(t, bin, "verify", "-m", filepath.Join(tdir, "small.img.manifest.xml")).must(t, 0, "ok    parts       1 part,")
 		// Our key is not the one the bundle was made for.
 		runBin(t, bin, "unbundle", "-m", filepath.Join(tdir, "small.img.manifest.xml"), "-k", key, "-d", tdir).must(t, 1, "signature does not match")
 	})
@@ -306,6 +306,7 @@ func TestCLIEndToEnd(t *testing.T) {
 			{"stray argument", []string{"bundle-image", "-i", img, "extra"}, 2, `unexpected argument "extra"`},
 			{"prefix with path", []string{"bundle-image", "-i", img, "-u", "123456789012", "-p", "../x"}, 2, "-p, --prefix"},
 			{"no destination", []string{"bundle-image", "-i", img, "-u", "123456789012", "-d", filepath.Join(dir, "nope")}, 2, "-d, --destination"},
+			{"empty image", []string{"bundle-image", "-i", os.DevNull, "-u", "123456789012"}, 1, "-i, --image"},
 			{"missing image", []string{"bundle-image", "-i", filepath.Join(dir, "nope.img"), "-u", "123456789012"}, 1, "-i, --image: opening image"},
 			{"missing cert", []string{"bundle-image", "-i", img, "-u", "123456789012", "-c", missing, "-k", key}, 1, "-c, --cert: reading certificate: open " + missing},
 			{"key of another cert", []string{"bundle-image", "-i", img, "-u", "123456789012", "-c", filepath.Join(sampleCert()), "-k", key}, 1, "does not belong to the certificate"},
