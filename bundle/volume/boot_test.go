@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
+	"golang.org/x/sys/unix"
 )
 
 // bootModules are the modules a Debian kernel needs to mount an ext4 root on virtio,
@@ -46,6 +47,11 @@ func debianKernel(t testing.TB) (vmlinuz, modules string) {
 			return
 		}
 		pkg := string(m[1])
+		// Other test processes may fetch the same kernel at the same time.
+		if lock, err := os.OpenFile(filepath.Join(cacheDir(t), "kernel.lock"), os.O_CREATE|os.O_RDWR, 0o644); err == nil {
+			defer lock.Close()
+			unix.Flock(int(lock.Fd()), unix.LOCK_EX)
+		}
 		dir := filepath.Join(cacheDir(t), pkg)
 		if _, err := os.Stat(filepath.Join(dir, "done")); err == nil {
 			kernelDir = dir

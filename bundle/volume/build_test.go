@@ -223,3 +223,34 @@ func TestBuildXFS(t *testing.T) {
 	}
 	buildAndCompare(t, []string{"mkfs.xfs", "-q", "-f", "-L", "xfsroot"}, 320)
 }
+
+// TestBuildScratchInsideVolume builds the image inside the volume being imaged (the
+// default /tmp scratch on a root filesystem): the image must not copy itself.
+func TestBuildScratchInsideVolume(t *testing.T) {
+	testroot.Require(t)
+	src := newTestFS(t, filepath.Join(t.TempDir(), "fs"), 0, 64<<20, "mkfs.ext4", "-q")
+	writeFile(t, filepath.Join(src.Dir, "tmp/old-junk"), []byte("x"), 0o644)
+	writeFile(t, filepath.Join(src.Dir, "etc/keep"), []byte("x"), 0o644)
+	for _, scratch := range []string{src.Dir, filepath.Join(src.Dir, "tmp")} {
+		img, err := Build(context.Background(), Config{PlanConfig: PlanConfig{Volume: src.Dir, Scratch: scratch}})
+		must(t, err)
+		got := walkTree(t, mountImage(t, img), nil, nil)
+		img.Remove()
+		for p := range got {
+			if strings.Contains(p, "instancestore-bundle-") || p == "/tmp/old-junk" && scratch != src.Dir {
+				t.Errorf("scratch %s: image holds %s", scratch, p)
+			}
+		}
+		if _, ok := got["/etc/keep"]; !ok {
+			t.Errorf("scratch %s: /etc/keep missing", scratch)
+		}
+		if scratch != src.Dir {
+			if _, ok := got["/tmp"]; !ok {
+				t.Errorf("the scratch directory itself must stay in the image (empty)")
+			}
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(src.Dir, "instancestore-bundle-*")); len(left) > 0 {
+		t.Errorf("work directories left behind: %v", left)
+	}
+}

@@ -118,15 +118,22 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		}
 	}()
 
-	plan, err := NewPlan(cfg.PlanConfig)
-	if err != nil {
+	if _, err := NewPlan(cfg.PlanConfig); err != nil { // option errors before any work
 		return nil, err
 	}
 	workDir, err := os.MkdirTemp(scratch, "instancestore-bundle-")
 	if err != nil {
 		return nil, fmt.Errorf("--scratch %s: %w", scratch, err)
 	}
-	img = &Image{workDir: workDir, Plan: plan, Path: filepath.Join(workDir, cfg.ImageName)}
+	img = &Image{workDir: workDir, Path: filepath.Join(workDir, cfg.ImageName)}
+	// The work directory holds the image being written: never copy it, even when the
+	// scratch directory is the volume's root.
+	cfg.Own = append(append([]string(nil), cfg.Own...), workDir)
+	plan, err := NewPlan(cfg.PlanConfig)
+	if err != nil {
+		return img, err
+	}
+	img.Plan = plan
 
 	srcDev, err := devNode(cfg.sysfs, plan.Source.Major, plan.Source.Minor, workDir)
 	if err != nil {
