@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
@@ -154,4 +156,33 @@ func TestFuzzSeedsMeaningful(t *testing.T) {
 	if _, err := Verify(context.Background(), m, fuzzKey, src); err != nil {
 		t.Fatalf("fixture seed does not verify: %v", err)
 	}
+	// The corpus files: good inputs reach the end, bad ones are refused.
+	for name, wantOK := range map[string]bool{
+		"regular": true, "writer-sparse-9-extents": true,
+		"two-members": false, "size-mismatch": false, "truncated": false, "empty-tar": false,
+		"raw-short": false, "raw-partial-block": false,
+	} {
+		data, size, raw := readUnbundleSeed(t, filepath.Join("testdata/fuzz/FuzzUnbundle", name))
+		m, src := fuzzBundle(t, data, size, raw)
+		_, err := Verify(context.Background(), m, fuzzKey, src)
+		if (err == nil) != wantOK {
+			t.Errorf("seed %s: Verify error %v, want ok=%v", name, err, wantOK)
+		}
+	}
+}
+
+// readUnbundleSeed reads a corpus file of FuzzUnbundle ([]byte, int64, bool).
+func readUnbundleSeed(t *testing.T, path string) ([]byte, int64, bool) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	must(t, err)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 4 || lines[0] != "go test fuzz v1" {
+		t.Fatalf("%s: not a 3-value corpus file", path)
+	}
+	data, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+	must(t, err)
+	size, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(lines[2], "int64("), ")"), 10, 64)
+	must(t, err)
+	return []byte(data), size, lines[3] == "bool(true)"
 }
