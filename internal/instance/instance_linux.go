@@ -199,6 +199,15 @@ func (i *Instance) writeRunDir(keys map[string]string) error {
 			return fmt.Errorf("writing authorized keys for %s: %w", u, err)
 		}
 	}
+	// The instance's own /etc/hosts and /etc/hostname are bind-mounted over the
+	// root's (which instances may share): sudo wants its hostname to resolve.
+	hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost\n%s\t%s\n", i.lease.inst, i.name)
+	if err := os.WriteFile(filepath.Join(d, "hosts"), []byte(hosts), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(d, "hostname"), []byte(i.name+"\n"), 0o644); err != nil {
+		return err
+	}
 	conf := fmt.Sprintf(sshdConfig, i.SSHAddr())
 	return os.WriteFile(filepath.Join(d, "sshd_config"), []byte(conf), 0o644)
 }
@@ -263,6 +272,9 @@ mkdir -m 1777 "$R/dev/shm"
 mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$R/dev/pts"
 ln -s pts/ptmx "$R/dev/ptmx"
 mount --bind "$2" "$R/run"
+for f in hosts hostname; do
+	if [ -f "$R/etc/$f" ] && [ ! -L "$R/etc/$f" ]; then mount --bind "$2/instance/$f" "$R/etc/$f"; fi
+done
 hostname "$3"
 exec chroot "$R" /usr/sbin/sshd -D -e -f /run/instance/sshd_config
 `

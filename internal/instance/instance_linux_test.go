@@ -193,10 +193,10 @@ func TestInstancesInParallel(t *testing.T) {
 		t.Fatalf("instances share an address or id: %v %v", insts[0].Addr(), insts[1].Addr())
 	}
 	for n, inst := range insts {
-		if out, err := sshRun(t, inst, "root", rootKey, "hostname; id -u"); err != nil || out != fmt.Sprintf("web%d\n0\n", n) {
+		if out, err := sshRun(t, inst, "root", rootKey, "hostname; cat /etc/hostname; id -u"); err != nil || out != fmt.Sprintf("web%d\nweb%d\n0\n", n, n) {
 			t.Errorf("instance %d as root: %q %v", n, out, err)
 		}
-		if out, err := sshRun(t, inst, "admin", adminKey, "id -un; id -u; sudo -n id -u"); err != nil || out != "admin\n1000\n0\n" {
+		if out, err := sshRun(t, inst, "admin", adminKey, "id -un; id -u; sudo -n id -u 2>&1"); err != nil || out != "admin\n1000\n0\n" {
 			t.Errorf("instance %d as admin with sudo: %q %v", n, out, err)
 		}
 		// The instance sees only its own processes (its own PID namespace).
