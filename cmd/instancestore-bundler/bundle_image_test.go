@@ -298,6 +298,7 @@ func TestCLIEndToEnd(t *testing.T) {
 			{"cert without key", []string{"bundle-image", "-i", img, "-u", "123456789012", "-c", cert}, 2, "-c, --cert given without -k"},
 			{"key without cert", []string{"bundle-image", "-i", img, "-u", "123456789012", "-k", key}, 2, "-k, --privatekey given without -c"},
 			{"ec2cert and region", []string{"bundle-image", "-i", img, "-u", "123456789012", "--ec2cert", cert, "--region", "us-east-1"}, 2, "--ec2cert and --region"},
+			{"bad region", []string{"bundle-image", "-i", img, "-u", "123456789012", "--region", "mars"}, 2, `--region "mars" is not an AWS region`},
 			{"bad mapping", []string{"bundle-image", "-i", img, "-u", "123456789012", "-B", "root"}, 2, `-B, --block-device-mapping: "root" is not virtual=device`},
 			{"bad virtual", []string{"bundle-image", "-i", img, "-u", "123456789012", "-B", "xvda=sda1"}, 2, `-B, --block-device-mapping: virtual name "xvda"`},
 			{"bad kernel", []string{"bundle-image", "-i", img, "-u", "123456789012", "--kernel", "vmlinuz"}, 2, "--kernel: \"vmlinuz\" is not an id"},

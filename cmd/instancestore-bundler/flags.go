@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
@@ -191,6 +192,9 @@ func (b *BundleFlags) Resolve(stderr io.Writer) (*BundleSetup, error) {
 		}
 		s.EC2CertName = b.EC2Cert
 	default:
+		if b.Region != "" && !reRegion.MatchString(b.Region) {
+			return nil, usagef("--region %q is not an AWS region name like us-east-1", b.Region)
+		}
 		if s.EC2Cert, err = bundle.EC2Certificate(b.Region); err != nil {
 			return nil, fmt.Errorf("--region: %w", err)
 		}
@@ -231,6 +235,8 @@ func (b *BundleFlags) Resolve(stderr io.Writer) (*BundleSetup, error) {
 	}
 	return s, nil
 }
+
+var reRegion = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$`)
 
 // parseBlockDeviceMapping reads ec2-ami-tools' "virtual=device,virtual=device".
 func parseBlockDeviceMapping(s string) ([]bundle.BlockDeviceMapping, error) {
