@@ -203,11 +203,11 @@ func bootImage(t testing.TB, img, vmlinuz, initrd, root string) string {
 	}
 }
 
-// TestBootImage boots images made by Build, plain and MBR-partitioned, with a Debian
+// TestBootImage boots images made by Build, plain, MBR- and GPT-partitioned, with a Debian
 // kernel: the image's own /sbin/init-test must run from the image's root.
 func TestBootImage(t *testing.T) {
 	testroot.Require(t)
-	testroot.Short(t, "boots qemu twice (about 20 s)")
+	testroot.Short(t, "boots qemu three times")
 	vmlinuz, modules := debianKernel(t)
 	initBin := buildBootinit(t)
 	initrd := makeInitrd(t, initBin, modules)
@@ -229,24 +229,34 @@ func TestBootImage(t *testing.T) {
 			t.Errorf("marker %q, want the image's root on /dev/vda", got)
 		}
 	})
-	t.Run("mbr", func(t *testing.T) {
-		disk := filepath.Join(t.TempDir(), "disk")
-		must(t, os.WriteFile(disk, nil, 0o600))
-		must(t, os.Truncate(disk, 80<<20))
-		if out, err := runStdin(strings.NewReader("label: dos\nstart=2048, type=83, bootable\n"), "sfdisk", "-q", disk); err != nil {
-			t.Fatalf("sfdisk: %v %s", err, out)
-		}
-		src := newTestFS(t, disk, 1<<20, 64<<20, "mkfs.ext4", "-q", "-L", "bootmbr")
-		populate(src.Dir, "mbr-image")
-		img, err := Build(context.Background(), Config{
-			PlanConfig: PlanConfig{Volume: src.Dir, Scratch: t.TempDir()},
-			sourceDisk: &SourceDisk{Path: disk, PartNumber: 1, Start: 2048},
+	for _, c := range []struct {
+		name, table string
+		part        int
+		start       int64
+	}{
+		{"mbr", "label: dos\nstart=2048, size=131072, type=83, bootable\n", 1, 2048},
+		{"gpt", "label: gpt\nstart=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649\nstart=4096, size=131072, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n", 2, 4096},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			disk := filepath.Join(t.TempDir(), "disk")
+			must(t, os.WriteFile(disk, nil, 0o600))
+			must(t, os.Truncate(disk, 80<<20))
+			if out, err := runStdin(strings.NewReader(c.table), "sfdisk", "-q", disk); err != nil {
+				t.Fatalf("sfdisk: %v %s", err, out)
+			}
+			src := newTestFS(t, disk, c.start*512, 64<<20, "mkfs.ext4", "-q", "-L", "boot"+c.name)
+			populate(src.Dir, c.name+"-image")
+			img, err := Build(context.Background(), Config{
+				PlanConfig: PlanConfig{Volume: src.Dir, Scratch: t.TempDir()},
+				sourceDisk: &SourceDisk{Path: disk, PartNumber: c.part, Start: c.start},
+			})
+			must(t, err)
+			defer img.Remove()
+			root := fmt.Sprintf("/dev/vda%d", c.part)
+			got := bootImage(t, img.Path, vmlinuz, initrd, root)
+			if want := "root=" + root + " ext4 host=" + c.name + "-image"; !strings.Contains(got, want) {
+				t.Errorf("marker %q, want %q", got, want)
+			}
 		})
-		must(t, err)
-		defer img.Remove()
-		got := bootImage(t, img.Path, vmlinuz, initrd, "/dev/vda1")
-		if !strings.Contains(got, "root=/dev/vda1 ext4 host=mbr-image") {
-			t.Errorf("marker %q, want the image's root on /dev/vda1", got)
-		}
-	})
+	}
 }
