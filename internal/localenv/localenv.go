@@ -1,0 +1,205 @@
+//go:build linux
+
+// Package localenv brings up the local EC2 + S3 environment in one process: an S3
+// server (gofakes3 in-process, or MinIO) behind the recording front, the EC2 and STS
+// simulator with instances in network namespaces, and base AMIs seeded from a lite
+// root. `instancestore-localenv up/down` and the acceptance tests use it.
+package localenv
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/instancestore/packer-plugin-instancestore/internal/ec2sim"
+	"github.com/instancestore/packer-plugin-instancestore/internal/instance"
+	"github.com/instancestore/packer-plugin-instancestore/internal/s3env"
+)
+
+// File names inside the environment's directory.
+const (
+	EnvFileName = "env"          // shell-sourceable variables, written when ready
+	PIDFileName = "localenv.pid" // the daemon's pid
+	LogFileName = "localenv.log" // the daemon's log
+	DefaultDir  = "/var/lib/instancestore-localenv"
+)
+
+// Base AMI names the environment seeds (owner alias "amazon", instance-store root).
+const (
+	LiteAMIName    = "instancestore-lite-x86_64"     // paravirtual: m1, m3, c1, c3 ...
+	LiteHVMAMIName = "instancestore-lite-hvm-x86_64" // hvm: m3, c3, r3, i2 ...
+)
+
+// Options configure Start.
+type Options struct {
+	// Dir holds the state: env file, EC2 key and certificate, unbundled AMIs, instance
+	// copies, the lite root and MinIO's data. Default DefaultDir.
+	Dir string
+	// Region is the simulator's region and the S3 default region (default us-east-1).
+	Region string
+	// S3 is "gofakes3" (default, in-process, no signature checks) or "minio" (checks
+	// SigV4 and presigned URLs; built on first use, about 4 minutes).
+	S3 string
+	// Logf receives progress and the simulator's request log.
+	Logf func(format string, args ...any)
+}
+
+// Env is a running environment.
+type Env struct {
+	Dir         string
+	Region      string
+	Credentials ec2sim.Credentials
+	EC2         *ec2sim.Server
+	S3Backend   *s3env.Backend
+	S3Front     *s3env.Front
+	// BaseAMIs maps the seeded AMI names to their ids.
+	BaseAMIs map[string]string
+}
+
+// Var is one environment variable of Env.Vars.
+type Var struct{ Name, Value string }
+
+// RequireRoot explains, when not root, why the environment needs it.
+func RequireRoot() error {
+	if os.Geteuid() != 0 {
+		return errors.New("the local environment needs root: its instances are network namespaces with sshd, and registered AMIs are loop-mounted images. Run it with sudo (e.g. `sudo instancestore-localenv up`)")
+	}
+	return nil
+}
+
+// Start brings everything up. Close takes it down and leaves nothing behind.
+func Start(ctx context.Context, opts Options) (_ *Env, err error) {
+	if err := RequireRoot(); err != nil {
+		return nil, err
+	}
+	if opts.Dir == "" {
+		opts.Dir = DefaultDir
+	}
+	if opts.Region == "" {
+		opts.Region = "us-east-1"
+	}
+	if opts.S3 == "" {
+		opts.S3 = "gofakes3"
+	}
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating the environment directory %s: %w", dir, err)
+	}
+	e := &Env{Dir: dir, Region: opts.Region, BaseAMIs: map[string]string{}}
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
+	e.Credentials = ec2sim.Credentials{AccessKeyID: "AKIA" + randomString(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"),
+		SecretAccessKey: randomString(40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
+
+	switch opts.S3 {
+	case "gofakes3":
+		e.S3Backend, err = s3env.StartGoFakeS3()
+	case "minio":
+		opts.Logf("localenv: starting MinIO (built on first use, about 4 minutes)")
+		e.S3Backend, err = s3env.StartMinIO(ctx, filepath.Join(dir, "minio"), s3env.Credentials{AccessKeyID: e.Credentials.AccessKeyID, SecretAccessKey: e.Credentials.SecretAccessKey})
+	default:
+		return nil, fmt.Errorf("--s3 %q: want gofakes3 or minio", opts.S3)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("starting S3 (%s): %w", opts.S3, err)
+	}
+	if e.S3Backend.Region != opts.Region {
+		// The backend's default region is where buckets made without a location
+		// constraint live; keep it the environment's region.
+		e.S3Backend.Region = opts.Region
+	}
+	if e.S3Front, err = s3env.NewFront(e.S3Backend, s3env.FrontOptions{}); err != nil {
+		return nil, err
+	}
+
+	opts.Logf("localenv: building the lite instance root")
+	lite := filepath.Join(dir, "roots", "lite")
+	if err := os.RemoveAll(lite); err != nil {
+		return nil, err
+	}
+	if err := instance.BuildLiteRoot(ctx, lite); err != nil {
+		return nil, fmt.Errorf("building the lite root: %w", err)
+	}
+	e.EC2, err = ec2sim.Start(ec2sim.Config{
+		Region:      opts.Region,
+		Credentials: e.Credentials,
+		DataDir:     filepath.Join(dir, "ec2"),
+		S3:          ec2sim.FrontReader{Front: e.S3Front},
+		Launcher: &ec2sim.NamespaceLauncher{WorkDir: filepath.Join(dir, "instances"),
+			Forward: []string{strings.TrimPrefix(e.S3Front.URL(), "http://")}},
+		Logf: opts.Logf,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range []ec2sim.SeedImage{
+		{Name: LiteAMIName, Description: "busybox + OpenSSH lite root (paravirtual)", VirtualizationType: "paravirtual", Root: ec2sim.RootSource{Dir: lite}},
+		{Name: LiteHVMAMIName, Description: "busybox + OpenSSH lite root (hvm)", VirtualizationType: "hvm", Root: ec2sim.RootSource{Dir: lite}},
+	} {
+		id, err := e.EC2.Seed(s)
+		if err != nil {
+			return nil, err
+		}
+		e.BaseAMIs[s.Name] = id
+	}
+	return e, nil
+}
+
+// Vars are what a shell (or a test process) needs to use the environment.
+func (e *Env) Vars() []Var {
+	return []Var{
+		{"AWS_ENDPOINT_URL_EC2", e.EC2.URL()},
+		{"AWS_ENDPOINT_URL_STS", e.EC2.URL()},
+		{"AWS_ENDPOINT_URL_S3", e.S3Front.URL()},
+		{"AWS_ACCESS_KEY_ID", e.Credentials.AccessKeyID},
+		{"AWS_SECRET_ACCESS_KEY", e.Credentials.SecretAccessKey},
+		{"AWS_REGION", e.Region},
+		{"AWS_DEFAULT_REGION", e.Region},
+		{"AWS_EC2_METADATA_DISABLED", "true"},
+		{"INSTANCESTORE_ACCOUNT_ID", e.EC2.AccountID()},
+		{"INSTANCESTORE_EC2_CERT", e.EC2.EC2CertPath()},
+		{"INSTANCESTORE_SOURCE_AMI", e.BaseAMIs[LiteAMIName]},
+		{"INSTANCESTORE_SOURCE_AMI_HVM", e.BaseAMIs[LiteHVMAMIName]},
+		{"INSTANCESTORE_LOCALENV_DIR", e.Dir},
+	}
+}
+
+// Close terminates every instance (sshd, namespaces, mounts, loop devices) and stops
+// the servers.
+func (e *Env) Close() error {
+	var errs []error
+	if e.EC2 != nil {
+		errs = append(errs, e.EC2.Close())
+	}
+	if e.S3Front != nil {
+		errs = append(errs, e.S3Front.Close())
+	}
+	if e.S3Backend != nil {
+		errs = append(errs, e.S3Backend.Close())
+	}
+	errs = append(errs, os.RemoveAll(filepath.Join(e.Dir, "instances")))
+	return errors.Join(errs...)
+}
+
+func randomString(n int, alphabet string) string {
+	b := make([]byte, n)
+	for i := range b {
+		k, _ := rand.Int(rand.Reader, big.NewInt(int64(len(alphabet))))
+		b[i] = alphabet[k.Int64()]
+	}
+	return string(b)
+}
