@@ -204,7 +204,8 @@ func bootImage(t testing.TB, img, vmlinuz, initrd, root string) string {
 }
 
 // TestBootImage boots images made by Build, plain, MBR- and GPT-partitioned, with a Debian
-// kernel: the image's own /sbin/init-test must run from the image's root.
+// kernel, after a trip through the bundle format (bundle.Write, bundle.Unbundle): the
+// image's own /sbin/init-test must run from the image's root.
 func TestBootImage(t *testing.T) {
 	testroot.Require(t)
 	testroot.Short(t, "boots qemu three times")
@@ -224,7 +225,7 @@ func TestBootImage(t *testing.T) {
 		img, err := Build(context.Background(), Config{PlanConfig: PlanConfig{Volume: src.Dir, Scratch: t.TempDir()}})
 		must(t, err)
 		defer img.Remove()
-		got := bootImage(t, img.Path, vmlinuz, initrd, "/dev/vda")
+		got := bootImage(t, bundleRoundTrip(t, img), vmlinuz, initrd, "/dev/vda")
 		if !strings.Contains(got, "root=/dev/vda ext4 host=plain-image") {
 			t.Errorf("marker %q, want the image's root on /dev/vda", got)
 		}
@@ -253,7 +254,7 @@ func TestBootImage(t *testing.T) {
 			must(t, err)
 			defer img.Remove()
 			root := fmt.Sprintf("/dev/vda%d", c.part)
-			got := bootImage(t, img.Path, vmlinuz, initrd, root)
+			got := bootImage(t, bundleRoundTrip(t, img), vmlinuz, initrd, root)
 			if want := "root=" + root + " ext4 host=" + c.name + "-image"; !strings.Contains(got, want) {
 				t.Errorf("marker %q, want %q", got, want)
 			}
