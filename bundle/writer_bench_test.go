@@ -45,4 +45,3 @@ type discardSink struct{}
 
 func (discardSink) PutPart(*Part) error { return nil }
 func (discardSink) Close() error        { return nil }
-
