@@ -254,3 +254,27 @@ func TestBuildScratchInsideVolume(t *testing.T) {
 		t.Errorf("work directories left behind: %v", left)
 	}
 }
+
+// TestBuildRefusesOverEC2Limit: a source filesystem over 10 GiB cannot be imaged at
+// its own size; the error says why and what to do.
+func TestBuildRefusesOverEC2Limit(t *testing.T) {
+	testroot.Require(t)
+	src := newTestFS(t, filepath.Join(t.TempDir(), "big.fs"), 0, 10400<<20, "mkfs.ext4", "-q")
+	scratch := t.TempDir()
+	_, err := Build(context.Background(), Config{PlanConfig: PlanConfig{Volume: src.Dir, Scratch: scratch}})
+	if err == nil || !strings.Contains(err.Error(), "at most 10240 MiB") || !strings.Contains(err.Error(), "--size") {
+		t.Fatalf("error %v, want one about EC2's 10 GiB limit and --size", err)
+	}
+	if left, _ := os.ReadDir(scratch); len(left) != 0 {
+		t.Errorf("scratch not cleaned after the refusal: %v", left)
+	}
+	// With --size it works: the filesystem is made smaller than the source's.
+	img, err := Build(context.Background(), Config{PlanConfig: PlanConfig{Volume: src.Dir, Scratch: scratch}, Size: 256 << 20})
+	must(t, err)
+	defer img.Remove()
+	info, err := ReadFSInfo(img.Path)
+	must(t, err)
+	if img.Size != 256<<20 || info.Size != 256<<20 {
+		t.Errorf("image %d bytes, filesystem %d, want 256 MiB", img.Size, info.Size)
+	}
+}

@@ -189,6 +189,12 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	if used := usedBytes(plan.Volume); used > fsSize {
 		warn(fmt.Sprintf("the volume uses %d MiB but the image filesystem has %d MiB: the copy will fail unless exclusions make up the difference", used>>20, fsSize>>20))
 	}
+	var sfs unix.Statfs_t
+	if unix.Statfs(scratch, &sfs) == nil {
+		if free, need := int64(sfs.Bavail)*sfs.Bsize, usedBytes(plan.Volume); free < need {
+			warn(fmt.Sprintf("--scratch %s has %d MiB free but the volume holds %d MiB: the image may not fit; give a --scratch with more room (an instance-store volume)", scratch, free>>20, need>>20))
+		}
+	}
 	img.Size, img.FSOffset = total, offset
 	fmt.Fprintf(log, "imaging %s (%s, label %q, UUID %s) into %s: %d MiB", plan.Volume, fs.Type, fs.Label, fs.UUIDString(), img.Path, total>>20)
 	if layout != nil {
