@@ -347,7 +347,9 @@ func TestUnknownActionAndProtocolErrors(t *testing.T) {
 	e := startServer(t, Config{})
 	ctx := ctxT(t)
 	// An action the SDK knows and the simulator does not: InvalidAction, never success.
-	_, err := e.ec2.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{})
+	_, err := e.ec2.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{})
+	wantCode(t, err, "InvalidAction")
+	_, err = e.ec2.GetPasswordData(ctx, &ec2.GetPasswordDataInput{InstanceId: aws.String("i-0123456789abcdef0")})
 	wantCode(t, err, "InvalidAction")
 	_, err = e.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{DryRun: aws.Bool(true)})
 	wantCode(t, err, "DryRunOperation")

@@ -53,6 +53,8 @@ type imageXML struct {
 	StateReason     *stateReasonXML `xml:"stateReason,omitempty"`
 	SourceImageID   string          `xml:"sourceImageId,omitempty"`
 	SourceRegion    string          `xml:"sourceImageRegion,omitempty"`
+	DeprecationTime string          `xml:"deprecationTime,omitempty"`
+	DeregProtection string          `xml:"deregistrationProtection,omitempty"`
 }
 
 func blockDevicesXML(bds []blockDevice) []bdmXML {
@@ -79,6 +81,13 @@ func (c *call) imageXML(im *image) imageXML {
 		BlockDevices: blockDevicesXML(im.blockDevices), Virtualization: im.virt, Tags: c.s.st.tagsOf(im.id),
 		Hypervisor: "xen", EnaSupport: im.enaSupport, SriovNetSupport: im.sriov, BootMode: im.bootMode,
 		PlatformDetails: "Linux/UNIX", UsageOperation: "RunInstances", SourceImageID: im.sourceImageID, SourceRegion: im.sourceRegion}
+	if !im.deprecateAt.IsZero() {
+		x.DeprecationTime = im.deprecateAt.UTC().Format("2006-01-02T15:04:05.000Z")
+	}
+	x.DeregProtection = "disabled"
+	if im.deregProtection {
+		x.DeregProtection = "enabled"
+	}
 	if im.stateReason != "" {
 		x.StateReason = &stateReasonXML{Code: "Client.InvalidManifest", Message: im.stateReason}
 	}
@@ -302,6 +311,9 @@ func deregisterImage(c *call) (metaSetter, error) {
 	}
 	if im.owner != st.account {
 		return nil, apiErr(400, "AuthFailure", "Not authorized for image:%s", im.id)
+	}
+	if im.deregProtection {
+		return nil, apiErr(400, "InvalidParameterValue", "Image %s has deregistration protection enabled; disable it first (DisableImageDeregistrationProtection)", im.id)
 	}
 	im.state = "deregistered"
 	delete(st.tags, im.id)

@@ -202,7 +202,14 @@ func runInstances(c *call) (metaSetter, error) {
 	}
 	v := st.defaultVPC(c.region)
 	sn := v.subnets[0]
-	if id := c.p.get("SubnetId"); id != "" {
+	// With associate_public_ip_address the amazon plugin passes the subnet and groups
+	// in NetworkInterface.1 instead.
+	nic := c.p.sub("NetworkInterface.1")
+	subnetID := c.p.get("SubnetId")
+	if subnetID == "" {
+		subnetID = nic.get("SubnetId")
+	}
+	if id := subnetID; id != "" {
 		if sn = st.subnetByID(c.region, id); sn == nil {
 			return nil, apiErr(400, "InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", id)
 		}
@@ -211,17 +218,17 @@ func runInstances(c *call) (metaSetter, error) {
 		if !contains(zonesOf(c.region), z) {
 			return nil, apiErr(400, "InvalidParameterValue", "Invalid availability zone: [%s]", z)
 		}
-		if c.p.get("SubnetId") != "" && z != sn.zone {
+		if subnetID != "" && z != sn.zone {
 			return nil, apiErr(400, "InvalidParameterCombination", "The specified subnet %s is in %s, not %s", sn.id, sn.zone, z)
 		}
 		for _, cand := range v.subnets {
-			if cand.zone == z && c.p.get("SubnetId") == "" {
+			if cand.zone == z && subnetID == "" {
 				sn = cand
 			}
 		}
 	}
 	var groups []string
-	for _, id := range c.p.list("SecurityGroupId") {
+	for _, id := range append(c.p.list("SecurityGroupId"), nic.list("SecurityGroupId")...) {
 		g, err := c.findGroup(id, "")
 		if err != nil {
 			return nil, err

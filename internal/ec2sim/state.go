@@ -105,6 +105,8 @@ type image struct {
 	launchUsers                     map[string]bool
 	created                         time.Time
 	sourceImageID, sourceRegion     string
+	deprecateAt                     time.Time
+	deregProtection                 bool
 	root                            RootSource
 	seq                             int64
 }
