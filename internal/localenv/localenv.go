@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -146,9 +147,16 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The base AMIs boot from an ext4 image of the lite root, as EC2 instances boot
+	// from a filesystem: inside the instance "/" is a real mount (type, label, UUID)
+	// that bundle-vol can image. Instances run on sparse copies of it.
+	liteImg := filepath.Join(dir, "roots", "lite.img")
+	if err := MakeRootImage(ctx, lite, liteImg, RootImageSize); err != nil {
+		return nil, err
+	}
 	for _, s := range []ec2sim.SeedImage{
-		{Name: LiteAMIName, Description: "busybox + OpenSSH lite root (paravirtual)", VirtualizationType: "paravirtual", Root: ec2sim.RootSource{Dir: lite}},
-		{Name: LiteHVMAMIName, Description: "busybox + OpenSSH lite root (hvm)", VirtualizationType: "hvm", Root: ec2sim.RootSource{Dir: lite}},
+		{Name: LiteAMIName, Description: "busybox + OpenSSH lite root (paravirtual)", VirtualizationType: "paravirtual", Root: ec2sim.RootSource{Image: liteImg}},
+		{Name: LiteHVMAMIName, Description: "busybox + OpenSSH lite root (hvm)", VirtualizationType: "hvm", Root: ec2sim.RootSource{Image: liteImg}},
 	} {
 		id, err := e.EC2.Seed(s)
 		if err != nil {
@@ -157,6 +165,22 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		e.BaseAMIs[s.Name] = id
 	}
 	return e, nil
+}
+
+// RootImageSize is the apparent size of the base AMIs' root filesystem: room for
+// provisioning and for bundle-vol's scratch image (the file is sparse, so it costs only
+// what is written).
+const RootImageSize = 2 << 30
+
+// MakeRootImage writes an ext4 filesystem image of size bytes filled from tree
+// (mke2fs -d, no mount needed), labelled cloudimg-rootfs like cloud images.
+func MakeRootImage(ctx context.Context, tree, img string, size int64) error {
+	os.Remove(img)
+	out, err := exec.CommandContext(ctx, "mke2fs", "-q", "-F", "-t", "ext4", "-L", "cloudimg-rootfs", "-d", tree, img, fmt.Sprintf("%dk", size>>10)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("making the root image %s from %s (mke2fs, Debian package e2fsprogs): %v: %s", img, tree, err, out)
+	}
+	return nil
 }
 
 // Vars are what a shell (or a test process) needs to use the environment.

@@ -123,9 +123,13 @@ func TestStartInProcess(t *testing.T) {
 	}
 	v := varMap(e.Vars())
 	// The S3 endpoint answers inside the instance at the host's own URL.
-	ip, out := launchAndSSH(t, v, "wget -q -O - "+v["AWS_ENDPOINT_URL_S3"]+"/ && echo reached")
+	ip, out := launchAndSSH(t, v, "wget -q -O - "+v["AWS_ENDPOINT_URL_S3"]+"/ && echo reached; grep ' / ' /proc/self/mounts")
 	if !strings.Contains(out, "reached") {
 		t.Fatalf("S3 from the instance: %q", out)
+	}
+	// The root is a mounted ext4 filesystem, as on EC2.
+	if !strings.Contains(out, " / ext4 ") {
+		t.Fatalf("the instance's / is not an ext4 mount: %q", out)
 	}
 	ns := netnsOf(t, ip)
 	if ns == "" {
