@@ -43,8 +43,14 @@ func (b *Bucket) Preflight(ctx context.Context, opts PreflightOptions) (created 
 			return false, err
 		}
 		created = true
-	case httpStatus(err) == http.StatusMovedPermanently:
-		return false, fmt.Errorf("s3_bucket %q is in another region than %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, b.Region)
+	case httpStatus(err) == http.StatusMovedPermanently || httpStatus(err) == http.StatusBadRequest && bucketRegion(err) != "":
+		// S3 answers a request signed for the wrong region with 301 or 400 and the
+		// bucket's region in a header.
+		r := bucketRegion(err)
+		if r == "" {
+			r = "another region"
+		}
+		return false, fmt.Errorf("s3_bucket %q is in %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
 	case httpStatus(err) == http.StatusForbidden:
 		return false, fmt.Errorf("s3_bucket %q: access denied (it belongs to another account, or the credentials lack s3:ListBucket): %w", b.Name, err)
 	default:
@@ -140,4 +146,12 @@ func httpStatus(err error) int {
 		return re.Response.StatusCode
 	}
 	return 0
+}
+
+func bucketRegion(err error) string {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) && re.Response != nil {
+		return re.Response.Header.Get("X-Amz-Bucket-Region")
+	}
+	return ""
 }
