@@ -91,10 +91,28 @@ func (c *Copier) Run(ctx context.Context) error {
 	if err := unix.Lstat(c.Plan.SystemPath("/"), &st); err != nil {
 		return fmt.Errorf("reading volume %s: %w", c.Plan.Volume, err)
 	}
+	// Write back dirty data first: SEEK_DATA does not see delayed allocations in
+	// block-mapped (ext2/ext3-style) files, and would make their fresh data holes.
+	c.syncFS(c.Plan.SystemPath("/"))
+	for _, inc := range c.Plan.include {
+		c.syncFS(c.Plan.SystemPath(inc))
+	}
 	if err := c.copyDir(ctx, "/", &st, Decision{Action: Copy}); err != nil {
 		return err
 	}
 	return c.applyFlags()
+}
+
+// syncFS flushes the filesystem holding p (syncfs(2)).
+func (c *Copier) syncFS(p string) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return // a missing include is reported when it is copied
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		c.warn("flushing the filesystem of %s: %v", p, err)
+	}
 }
 
 // inodeFlags reads the chattr flags of a regular file or directory (0 when the

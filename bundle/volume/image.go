@@ -143,7 +143,13 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	if err != nil {
 		return img, fmt.Errorf("--volume %s: %w", plan.Volume, err)
 	}
-	if t := plan.Source.FSType; t != fs.Type && !(t == "ext4" && (fs.Type == "ext2" || fs.Type == "ext3")) {
+	isExt := func(t string) bool { return t == "ext2" || t == "ext3" || t == "ext4" }
+	switch t := plan.Source.FSType; {
+	case isExt(t) && isExt(fs.Type):
+		// The superblock's features are what count; the mounted name is what the
+		// system's fstab and kernel use, so mkfs takes it for its defaults.
+		fs.Type = t
+	case t != fs.Type:
 		return img, fmt.Errorf("--volume %s is mounted as %s but its superblock says %s", plan.Volume, t, fs.Type)
 	}
 	if len(fs.ExtDropped) > 0 {
