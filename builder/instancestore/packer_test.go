@@ -1,0 +1,258 @@
+package instancestore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
+)
+
+// The tests in this file drive the real Packer binary (v1.11.2, pinned in tools/packer
+// and built by scripts/build-tools.sh) with the plugin installed the way users install
+// a local build: `packer plugins install --path`.
+
+// pluginVersion is what the test build of the plugin reports: a release version, so
+// that `packer init` finds the installed plugin satisfies `version = ">= 0.1.0"`
+// (Packer refuses pre-release constraints and ignores -dev builds for them).
+const pluginVersionLdflags = "-X github.com/instancestore/packer-plugin-instancestore/version.VersionPrerelease="
+
+type packerEnv struct {
+	root   string // repository root
+	packer string // the packer binary
+	plugin string // the plugin binary that was installed
+	env    []string
+}
+
+var (
+	packerOnce sync.Once
+	packerErr  error
+	packerVal  *packerEnv
+)
+
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// setupPacker builds packer (once; cached in bin/ across runs) and the plugin, and
+// installs the plugin into a private plugin directory. Every packer this test binary
+// runs uses that directory and config dir only.
+func setupPacker(t testing.TB) *packerEnv {
+	t.Helper()
+	testroot.Short(t, "builds the pinned Packer binary")
+	packerOnce.Do(func() { packerVal, packerErr = buildPacker(repoRoot(t)) })
+	if packerErr != nil {
+		t.Fatal(packerErr)
+	}
+	return packerVal
+}
+
+func buildPacker(root string) (*packerEnv, error) {
+	run := func(dir string, env []string, name string, args ...string) error {
+		cmd := exec.Command(name, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return &cmdError{cmd: name + " " + strings.Join(args, " "), out: string(out), err: err}
+		}
+		return nil
+	}
+	if err := run(root, nil, filepath.Join(root, "scripts/build-tools.sh")); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "instancestore-packer-test-")
+	if err != nil {
+		return nil, err
+	}
+	e := &packerEnv{
+		root:   root,
+		packer: filepath.Join(root, "bin/packer"),
+		plugin: filepath.Join(dir, "build/packer-plugin-instancestore"),
+		env: []string{
+			"PACKER_PLUGIN_PATH=" + filepath.Join(dir, "plugins"),
+			"PACKER_CONFIG_DIR=" + filepath.Join(dir, "config"),
+			"PACKER_CACHE_DIR=" + filepath.Join(dir, "cache"),
+			"CHECKPOINT_DISABLE=1",
+			"PACKER_NO_COLOR=1",
+		},
+	}
+	if err := run(root, []string{"CGO_ENABLED=0"}, "go", "build", "-ldflags", pluginVersionLdflags, "-o", e.plugin, "."); err != nil {
+		return nil, err
+	}
+	if err := run(root, e.env, e.packer, "plugins", "install", "--path", e.plugin, "github.com/instancestore/instancestore"); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+type cmdError struct {
+	cmd, out string
+	err      error
+}
+
+func (e *cmdError) Error() string { return e.cmd + ": " + e.err.Error() + "\n" + e.out }
+
+// packer runs the packer binary in dir and returns its combined output and error.
+func (e *packerEnv) run(t testing.TB, dir string, extraEnv []string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.packer, args...)
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), e.env...), extraEnv...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func TestPluginDescribe(t *testing.T) {
+	e := setupPacker(t)
+	out, err := exec.Command(e.plugin, "describe").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Version      string   `json:"version"`
+		APIVersion   string   `json:"api_version"`
+		Builders     []string `json:"builders"`
+		Provisioners []string `json:"provisioners"`
+	}
+	if err := json.Unmarshal(out, &d); err != nil {
+		t.Fatalf("describe: %v\n%s", err, out)
+	}
+	if d.Version != "0.1.0" || d.APIVersion != "x5.0" {
+		t.Errorf("describe: version %q api %q", d.Version, d.APIVersion)
+	}
+	if !slices.Equal(d.Builders, []string{"-packer-default-plugin-name-"}) {
+		t.Errorf("builders = %q, want the builder as the default component", d.Builders)
+	}
+	if !slices.Contains(d.Provisioners, "bundle") {
+		t.Errorf("provisioners = %q, want bundle", d.Provisioners)
+	}
+	// Packer sees the installed plugin.
+	list, err := e.run(t, e.root, nil, "plugins", "installed")
+	if err != nil || !strings.Contains(list, "packer-plugin-instancestore_v0.1.0_x5.0_") {
+		t.Errorf("packer plugins installed: %v\n%s", err, list)
+	}
+}
+
+// exampleVars are the values the examples take from the environment or variables.
+var exampleVars = map[string][]string{
+	"local": {"-var", "region=us-east-1", "-var", "source_ami=ami-12345678", "-var", "s3_bucket=demo-bundles"},
+	"aws":   {"-var", "s3_bucket=my-bundles"},
+}
+
+func TestExamplesValidate(t *testing.T) {
+	e := setupPacker(t)
+	dirs, err := filepath.Glob(filepath.Join(e.root, "example", "*"))
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	for _, dir := range dirs {
+		name := filepath.Base(dir)
+		t.Run(name, func(t *testing.T) {
+			if out, err := e.run(t, dir, nil, "init", "."); err != nil {
+				t.Fatalf("packer init: %v\n%s", err, out)
+			}
+			vars, ok := exampleVars[name]
+			if !ok {
+				t.Fatalf("example %s: add the variables it needs to exampleVars", name)
+			}
+			args := append(append([]string{"validate"}, vars...), ".")
+			if out, err := e.run(t, dir, nil, args...); err != nil || !strings.Contains(out, "The configuration is valid.") {
+				t.Fatalf("packer validate: %v\n%s", err, out)
+			}
+			if out, err := e.run(t, dir, nil, "fmt", "-check", "."); err != nil {
+				t.Errorf("packer fmt -check: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// reHCLBlock finds the fenced HCL blocks of a docs page.
+var reHCLBlock = regexp.MustCompile("(?s)```hcl\n(.*?)```")
+
+// TestDocsTemplatesValidate validates every complete template (one with a build block)
+// shown in the builder's docs pages.
+func TestDocsTemplatesValidate(t *testing.T) {
+	e := setupPacker(t)
+	pages := []string{"docs/builders/instancestore.mdx", "docs/guides/migrating-from-amazon-instance.mdx", "docs/README.md"}
+	total := 0
+	for _, page := range pages {
+		data, err := os.ReadFile(filepath.Join(e.root, page))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, m := range reHCLBlock.FindAllSubmatch(data, -1) {
+			src := string(m[1])
+			if !strings.Contains(src, "build {") {
+				continue
+			}
+			total++
+			t.Run(filepath.Base(page)+"#"+string(rune('0'+i)), func(t *testing.T) {
+				dir := t.TempDir()
+				if err := os.WriteFile(filepath.Join(dir, "template.pkr.hcl"), []byte(src), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				args := []string{"validate"}
+				if strings.Contains(src, `variable "s3_bucket"`) {
+					args = append(args, "-var", "s3_bucket=my-bundles")
+				}
+				out, err := e.run(t, dir, []string{"AWS_REGION=us-east-1"}, append(args, ".")...)
+				if err != nil || !strings.Contains(out, "The configuration is valid.") {
+					t.Fatalf("docs template in %s is not valid: %v\n%s\n--- template ---\n%s", page, err, out, src)
+				}
+			})
+		}
+	}
+	if total < 3 {
+		t.Errorf("only %d complete templates in the docs; each page shows at least one", total)
+	}
+}
+
+// TestBadTemplates: `packer validate` of each template in testdata/bad fails with the
+// message its first line announces ("# error: ...").
+func TestBadTemplates(t *testing.T) {
+	e := setupPacker(t)
+	files, err := filepath.Glob("testdata/bad/*.pkr.hcl")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no bad templates: %v", err)
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".pkr.hcl"), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, _, _ := strings.Cut(string(data), "\n")
+			want, ok := strings.CutPrefix(first, "# error: ")
+			if !ok {
+				t.Fatalf("%s: first line must be `# error: <expected message>`", f)
+			}
+			abs, _ := filepath.Abs(f)
+			out, err := e.run(t, filepath.Dir(abs), nil, "validate", filepath.Base(f))
+			if err == nil {
+				t.Fatalf("packer validate accepted %s:\n%s", f, out)
+			}
+			if !strings.Contains(out, want) {
+				t.Errorf("packer validate %s: want %q in\n%s", f, want, out)
+			}
+		})
+	}
+}
