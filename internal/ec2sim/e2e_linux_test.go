@@ -59,23 +59,24 @@ func liteRoot(t *testing.T) string {
 	return liteDir
 }
 
-// leftovers lists what an instance can leave behind: network namespaces and links of
-// internal/instance, mounts under its state dir or our data dir, loop devices backed by
-// files under dataDir.
-func leftovers(t *testing.T, dataDir string) []string {
+// leftovers lists what the server's instances can leave behind: their network
+// namespaces, mounts and loop devices backed by files under the data dir.
+func leftovers(t *testing.T, srv *Server) []string {
 	t.Helper()
+	dataDir := srv.cfg.DataDir
 	var out []string
-	if ents, err := os.ReadDir("/run/netns"); err == nil {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), nsinstance.Prefix) {
-				out = append(out, "netns "+e.Name())
-			}
-		}
-	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, l := range strings.Split(string(mi), "\n") {
-		if strings.Contains(l, dataDir) || strings.Contains(l, nsinstance.StateDir+"/mnt") {
-			out = append(out, "mount "+l)
+	for _, li := range srv.cfg.Launcher.(*NamespaceLauncher).Launched() {
+		if _, err := os.Stat(filepath.Join("/run/netns", li.NetNS)); err == nil {
+			out = append(out, "netns "+li.NetNS)
+		}
+		if _, err := os.Stat(li.Root); err == nil {
+			out = append(out, "root "+li.Root)
+		}
+		for _, l := range strings.Split(string(mi), "\n") {
+			if f := strings.Fields(l); len(f) > 4 && (f[4] == li.Root || strings.HasPrefix(f[4], dataDir+"/")) {
+				out = append(out, "mount "+f[4])
+			}
 		}
 	}
 	lo, _ := exec.Command("losetup", "-l", "-n", "-O", "NAME,BACK-FILE").CombinedOutput()
@@ -142,7 +143,7 @@ func startRunningServer(t *testing.T, cfg Config, forward ...string) *testEnv {
 	e := startServer(t, cfg)
 	t.Cleanup(func() {
 		e.srv.Close() // idempotent enough: terminate everything before checking
-		if l := leftovers(t, cfg.DataDir); len(l) > 0 {
+		if l := leftovers(t, e.srv); len(l) > 0 {
 			t.Errorf("left behind after Close:\n%s", strings.Join(l, "\n"))
 		}
 	})
@@ -231,11 +232,33 @@ func TestRunSeededInstance(t *testing.T) {
 		t.Fatalf("TerminateInstances: %+v", term.TerminatingInstances[0])
 	}
 	waitState(t, e.ec2, id, types.InstanceStateNameTerminated)
-	if l := leftovers(t, e.srv.cfg.DataDir); len(l) > 0 {
+	if l := leftovers(t, e.srv); len(l) > 0 {
 		t.Fatalf("left behind after terminate:\n%s", strings.Join(l, "\n"))
 	}
 	_, err = e.ec2.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{id}})
 	wantCode(t, err, "UnsupportedOperation")
+
+	// Two at once, terminated while still pending: both end terminated, nothing left.
+	two, err := e.ec2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(hvm), InstanceType: "c3.large", MinCount: aws.Int32(2), MaxCount: aws.Int32(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(two.Instances) != 2 || aws.ToString(two.ReservationId) == "" {
+		t.Fatalf("RunInstances of 2: %+v", two)
+	}
+	ids := []string{aws.ToString(two.Instances[0].InstanceId), aws.ToString(two.Instances[1].InstanceId)}
+	if _, err := e.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		waitState(t, e.ec2, id, types.InstanceStateNameTerminated)
+	}
+	if l := leftovers(t, e.srv); len(l) > 0 {
+		t.Fatalf("left behind after terminating pending instances:\n%s", strings.Join(l, "\n"))
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.srv.cfg.DataDir, "instances")); len(ents) > 0 {
+		t.Fatalf("instance copies left: %v", ents)
+	}
 }
 
 // bundleFixture is a bundle of a bootable lite root image with a marker file, in a
@@ -450,7 +473,7 @@ func TestRegisterBundleAndRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, e.ec2, id, types.InstanceStateNameTerminated)
-	if l := leftovers(t, e.srv.cfg.DataDir); len(l) > 0 {
+	if l := leftovers(t, e.srv); len(l) > 0 {
 		t.Fatalf("left behind after terminate:\n%s", strings.Join(l, "\n"))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 
 	nsinstance "github.com/instancestore/packer-plugin-instancestore/internal/instance"
 )
@@ -21,6 +22,23 @@ type NamespaceLauncher struct {
 	// Forward lists host loopback services ("127.0.0.1:PORT", e.g. the S3 endpoint)
 	// that instances reach at the same address (see forwarder).
 	Forward []string
+
+	mu       sync.Mutex
+	launched []Launched
+}
+
+// Launched names what one started instance made: its network namespace and its root
+// (the mount point of a loop-mounted image, or a copied tree).
+type Launched struct {
+	InstanceID, NetNS, Root string
+}
+
+// Launched lists every instance this launcher started, terminated or not (for checks
+// that nothing is left behind).
+func (l *NamespaceLauncher) Launched() []Launched {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Launched(nil), l.launched...)
 }
 
 type nsInstance struct {
@@ -100,6 +118,9 @@ func (l *NamespaceLauncher) Launch(ctx context.Context, spec LaunchSpec) (_ Inst
 		return nil, fmt.Errorf("starting %s: %w", spec.InstanceID, err)
 	}
 	n.inst = inst
+	l.mu.Lock()
+	l.launched = append(l.launched, Launched{InstanceID: spec.InstanceID, NetNS: inst.NetNS(), Root: root})
+	l.mu.Unlock()
 	if len(l.Forward) > 0 {
 		if n.fw, err = startForwarder(inst.NetNS(), l.Forward); err != nil {
 			inst.Stop()

@@ -160,9 +160,10 @@ func (s *Server) Close() error {
 		_ = s.httpSrv.Shutdown(ctx)
 		cancel()
 	}
+	// Launches still in flight give up first; then every instance is torn down.
+	s.cancel()
 	errs = append(errs, s.terminateAll())
 	s.wg.Wait()
-	s.cancel()
 	return errors.Join(errs...)
 }
 

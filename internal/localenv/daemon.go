@@ -152,8 +152,7 @@ func Down(ctx context.Context, dir string) error {
 }
 
 // Leftovers lists what of the environment in dir still exists: its daemon, mounts
-// under dir, loop devices backed by files in dir, and instance namespaces whose run is
-// gone.
+// under dir and loop devices backed by files in dir (an instance's root image copy).
 func Leftovers(dir string) []string {
 	var out []string
 	if pid, alive := daemonPID(dir); alive {
@@ -162,7 +161,9 @@ func Leftovers(dir string) []string {
 	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		for _, l := range strings.Split(string(mi), "\n") {
 			f := strings.Fields(l)
-			if len(f) > 4 && (strings.HasPrefix(f[4], dir+"/") || strings.HasPrefix(f[4], instance.StateDir+"/mnt/")) {
+			// An instance's loop-mounted root is found below by its loop device, which
+			// is backed by the instance's image copy in dir.
+			if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
 				out = append(out, "mount "+f[4])
 			}
 		}
