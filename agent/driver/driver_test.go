@@ -3,9 +3,11 @@ package driver
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -27,16 +29,15 @@ func s3CreateBucket(name string) *s3.CreateBucketInput {
 
 // writeInstanceImage puts a sparse test image into the instance's filesystem and
 // returns its path on the instance and its content.
-func writeInstanceImage(t *testing.T, e *testEnv, size int64) (string, []byte) {
+func writeInstanceImage(t *testing.T, e *testEnv, size, random int64) (string, []byte) {
 	t.Helper()
 	data := make([]byte, size)
-	// Incompressible data, a hole, then compressible data.
-	rnd := make([]byte, 12<<20)
-	if _, err := io.ReadFull(randReader{}, rnd); err != nil {
+	// Incompressible data, a 10 MiB hole, then compressible data.
+	if _, err := io.ReadFull(randReader{}, data[:random]); err != nil {
 		t.Fatal(err)
 	}
-	copy(data, rnd)
-	for i := int64(22 << 20); i < size; i++ {
+	hole := random + 10<<20
+	for i := hole; i < size; i++ {
 		data[i] = byte(i / 4096)
 	}
 	rel := "var/tmp/disk-" + randHex(4) + ".img"
@@ -46,8 +47,8 @@ func writeInstanceImage(t *testing.T, e *testEnv, size int64) (string, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteAt(data[:12<<20], 0)
-	f.WriteAt(data[22<<20:], 22<<20)
+	f.WriteAt(data[:random], 0)
+	f.WriteAt(data[hole:], hole)
 	f.Close()
 	t.Cleanup(func() { os.Remove(host) })
 	return "/" + rel, data
@@ -55,9 +56,7 @@ func writeInstanceImage(t *testing.T, e *testEnv, size int64) (string, []byte) {
 
 type randReader struct{}
 
-func (randReader) Read(p []byte) (int, error) {
-	return io.ReadFull(strings.NewReader(randHex(len(p)/2+1)), p)
-}
+func (randReader) Read(p []byte) (int, error) { return rand.Read(p) }
 
 // ec2Source reads parts the way EC2 does: only objects whose ACL lets EC2 read.
 type ec2Source struct {
@@ -152,7 +151,7 @@ func TestBundleImageOverSSH(t *testing.T) {
 	e := newTestEnv(t, "admin", s3env.Faults{})
 	logs := captureLog(t)
 	ui := newRecordingUi()
-	image, data := writeInstanceImage(t, e, 30<<20)
+	image, data := writeInstanceImage(t, e, 30<<20, 12<<20)
 	cfg, _, priv := baseConfig(e, ui, image)
 
 	sampler := sampleCmdlines()
@@ -242,8 +241,8 @@ func checkNoSecrets(t *testing.T, e *testEnv, res *Result, logText, uiText strin
 func TestFaultyS3(t *testing.T) {
 	e := newTestEnv(t, "admin", s3env.Faults{})
 	ui := newRecordingUi()
-	image, data := writeInstanceImage(t, e, 60<<20)
-	e.front.SetFaults(s3env.Faults{Rate: 0.1, Seed: time.Now().UnixNano(), Stall: 8 * time.Second,
+	image, data := writeInstanceImage(t, e, 100<<20, 80<<20)
+	e.front.SetFaults(s3env.Faults{Rate: 0.1, Seed: faultySeed(t, 8), Stall: 8 * time.Second,
 		Match: func(r *http.Request) bool {
 			return r.Method == http.MethodPut && strings.Contains(r.URL.Path, ".part.")
 		}})
@@ -281,7 +280,7 @@ func TestFaultyS3(t *testing.T) {
 func TestConnectionCut(t *testing.T) {
 	e := newTestEnv(t, "admin", s3env.Faults{})
 	ui := newRecordingUi()
-	image, _ := writeInstanceImage(t, e, 80<<20)
+	image, _ := writeInstanceImage(t, e, 160<<20, 140<<20)
 	cfg, _, _ := baseConfig(e, ui, image)
 	cfg.Job.Concurrency = 1
 	cut := make(chan struct{})
@@ -321,4 +320,32 @@ func TestConnectionCut(t *testing.T) {
 	if len(objs) != 0 {
 		t.Fatalf("left in S3: %v", objs)
 	}
+}
+
+// faultySeed picks a seed for the Front's fault sequence (a PCG seeded as s3env seeds
+// it) whose first n decisions fail at least two requests, one of them by breaking the
+// connection (reset or stall) and one with an S3 error, so that a 10% fault rate
+// surely shows on a bundle of a few parts.
+func faultySeed(t *testing.T, n int) int64 {
+	kinds := s3env.AllFaults
+	for seed := int64(1); seed < 100000; seed++ {
+		rng := mrand.New(mrand.NewPCG(uint64(seed), uint64(seed)^0x5bd1e995))
+		var net, s3err int
+		for range n {
+			if rng.Float64() >= 0.1 {
+				continue
+			}
+			switch kinds[rng.IntN(len(kinds))] {
+			case s3env.FaultReset, s3env.FaultStall:
+				net++
+			default:
+				s3err++
+			}
+		}
+		if net > 0 && s3err > 0 {
+			return seed
+		}
+	}
+	t.Fatal("no seed found")
+	return 0
 }
