@@ -27,6 +27,13 @@ type FrontOptions struct {
 	Listen string
 	// Faults makes the Front fail a fraction of requests.
 	Faults Faults
+	// DefaultObjectOwnership is the Object Ownership of buckets created without an
+	// x-amz-object-ownership header (and of buckets the Front did not see created).
+	// S3's own default since 2023 is "BucketOwnerEnforced" (ACLs disabled: PUTs with
+	// an ACL other than bucket-owner-full-control fail with AccessControlListNotSupported);
+	// empty means "ObjectWriter" (ACLs enabled), which is lenient for tests that do
+	// not care.
+	DefaultObjectOwnership string
 }
 
 // Front is a reverse proxy in front of a Backend that records what S3 keeps and the
@@ -44,9 +51,12 @@ type Front struct {
 	faults  *faulter
 	closing chan struct{}
 
+	defaultOwnership string
+
 	mu       sync.Mutex
 	acls     map[string]string // bucket + "/" + key -> canned ACL
 	regions  map[string]string // bucket -> region
+	owners   map[string]string // bucket -> Object Ownership
 	deleted  []string          // bucket/key, in order
 	requests []Request
 }
@@ -83,6 +93,12 @@ func NewFront(b *Backend, opts FrontOptions) (*Front, error) {
 		closing: make(chan struct{}),
 		acls:    map[string]string{},
 		regions: map[string]string{},
+		owners:  map[string]string{},
+
+		defaultOwnership: opts.DefaultObjectOwnership,
+	}
+	if f.defaultOwnership == "" {
+		f.defaultOwnership = "ObjectWriter"
 	}
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -148,6 +164,29 @@ func (f *Front) SetBucketRegion(bucket, region string) {
 	f.regions[bucket] = region
 }
 
+// ObjectOwnership returns a bucket's Object Ownership setting (ObjectWriter,
+// BucketOwnerPreferred or BucketOwnerEnforced).
+func (f *Front) ObjectOwnership(bucket string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ownershipLocked(bucket)
+}
+
+func (f *Front) ownershipLocked(bucket string) string {
+	if o, ok := f.owners[bucket]; ok {
+		return o
+	}
+	return f.defaultOwnership
+}
+
+// SetObjectOwnership sets a bucket's Object Ownership, as PutBucketOwnershipControls
+// would.
+func (f *Front) SetObjectOwnership(bucket, ownership string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.owners[bucket] = ownership
+}
+
 // Deleted lists the objects deleted through the Front ("bucket/key"), in order.
 func (f *Front) Deleted() []string {
 	f.mu.Lock()
@@ -194,6 +233,7 @@ type op struct {
 	key      string
 	acl      string
 	region   string   // CreateBucket's LocationConstraint
+	owner    string   // CreateBucket's x-amz-object-ownership, PutBucketOwnershipControls' rule
 	delKeys  []string // DeleteObjects' keys
 	recIndex int
 }
@@ -226,6 +266,11 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if o.acl != "" && o.acl != "bucket-owner-full-control" && f.ObjectOwnership(o.bucket) == "BucketOwnerEnforced" {
+		writeS3Error(w, http.StatusBadRequest, "AccessControlListNotSupported", "The bucket does not allow ACLs", nil)
+		f.setStatus(o.recIndex, http.StatusBadRequest)
+		return
+	}
 	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), opKey{}, o)))
 }
 
@@ -248,6 +293,11 @@ func (f *Front) modifyResponse(resp *http.Response) error {
 	if o == nil {
 		return nil
 	}
+	if o.kind == "GetBucketOwnershipControls" || o.kind == "PutBucketOwnershipControls" {
+		// Neither backend keeps Object Ownership: the Front answers, once the backend
+		// has had its say on the signature (403 stands).
+		return f.answerOwnership(resp, o)
+	}
 	f.setStatus(o.recIndex, resp.StatusCode)
 	if resp.StatusCode/100 != 2 {
 		return nil
@@ -257,8 +307,14 @@ func (f *Front) modifyResponse(resp *http.Response) error {
 	switch o.kind {
 	case "CreateBucket":
 		f.regions[o.bucket] = o.region
+		if o.owner != "" {
+			f.owners[o.bucket] = o.owner
+		} else {
+			delete(f.owners, o.bucket)
+		}
 	case "DeleteBucket":
 		delete(f.regions, o.bucket)
+		delete(f.owners, o.bucket)
 	case "PutObject", "CreateMultipartUpload", "PutObjectAcl":
 		f.acls[o.bucket+"/"+o.key] = o.acl
 	case "DeleteObject":
@@ -325,6 +381,11 @@ func classify(r *http.Request) *op {
 		switch {
 		case r.Method == http.MethodPut && len(q) == 0:
 			o.kind = "CreateBucket"
+			o.owner = r.Header.Get("X-Amz-Object-Ownership")
+		case r.Method == http.MethodGet && has("ownershipControls"):
+			o.kind = "GetBucketOwnershipControls"
+		case r.Method == http.MethodPut && has("ownershipControls"):
+			o.kind = "PutBucketOwnershipControls"
 		case r.Method == http.MethodDelete && len(q) == 0:
 			o.kind = "DeleteBucket"
 		case r.Method == http.MethodGet && has("location"):
@@ -371,7 +432,7 @@ func onlySigningParams(q url.Values) bool {
 // readBodyFor reads the bodies the Front must understand (small XML documents) and
 // puts them back for the backend.
 func readBodyFor(r *http.Request, o *op) error {
-	if o.kind != "CreateBucket" && o.kind != "DeleteObjects" {
+	if o.kind != "CreateBucket" && o.kind != "DeleteObjects" && o.kind != "PutBucketOwnershipControls" {
 		return nil
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
@@ -392,6 +453,14 @@ func readBodyFor(r *http.Request, o *op) error {
 				o.region = c.LocationConstraint
 			}
 		}
+	case "PutBucketOwnershipControls":
+		var c struct {
+			Rule []struct{ ObjectOwnership string }
+		}
+		if err := xml.Unmarshal(body, &c); err != nil || len(c.Rule) != 1 || c.Rule[0].ObjectOwnership == "" {
+			return fmt.Errorf("OwnershipControls: want one Rule with an ObjectOwnership (%v)", err)
+		}
+		o.owner = c.Rule[0].ObjectOwnership
 	case "DeleteObjects":
 		var d struct {
 			Object []struct{ Key string }
@@ -470,4 +539,45 @@ func parseS3Error(status int, body []byte) *S3Error {
 		e.Code = http.StatusText(status)
 	}
 	return &S3Error{StatusCode: status, Code: e.Code, Message: e.Message}
+}
+
+// answerOwnership replaces the backend's answer to Get/PutBucketOwnershipControls
+// with S3's, unless the backend refused the request (signature, missing bucket).
+func (f *Front) answerOwnership(resp *http.Response, o *op) error {
+	if resp.StatusCode/100 != 2 {
+		// Neither backend implements the API. Where the backend checked the request
+		// first, its refusal stands; MinIO answers GET with NotImplemented before any
+		// signature check, so the Front's answer to that is unauthenticated.
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		switch parseS3Error(resp.StatusCode, body).Code {
+		case "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AuthorizationHeaderMalformed",
+			"RequestTimeTooSkewed", "ExpiredToken", "InvalidToken", "NoSuchBucket":
+			f.setStatus(o.recIndex, resp.StatusCode)
+			return nil
+		}
+	}
+	f.mu.Lock()
+	var body string
+	if o.kind == "PutBucketOwnershipControls" {
+		f.owners[o.bucket] = o.owner
+	} else {
+		body = xml.Header + `<OwnershipControls xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Rule><ObjectOwnership>` +
+			f.ownershipLocked(o.bucket) + `</ObjectOwnership></Rule></OwnershipControls>`
+	}
+	f.mu.Unlock()
+	resp.Body.Close()
+	resp.StatusCode, resp.Status = http.StatusOK, "200 OK"
+	resp.Body = io.NopCloser(strings.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header = http.Header{"Content-Length": {fmt.Sprint(len(body))}}
+	if body != "" {
+		resp.Header.Set("Content-Type", "application/xml")
+	}
+	f.setStatus(o.recIndex, http.StatusOK)
+	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // MinIOBinary returns the path of the pinned MinIO server, building it with
@@ -142,14 +143,16 @@ func startMinIO(ctx context.Context, bin, dir string, creds Credentials) (*Backe
 	}
 	url := "http://" + addr
 	deadline := time.Now().Add(60 * time.Second)
+	// The health endpoint answers before the object layer is up ("Server not
+	// initialized yet"): wait until an authenticated ListBuckets works.
+	client := NewClient(url, creds, "us-east-1")
+	var lastErr error
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/minio/health/ready", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		probe, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, lastErr = client.ListBuckets(probe, &s3.ListBucketsInput{})
+		cancel()
+		if lastErr == nil {
+			break
 		}
 		select {
 		case <-exited:
@@ -161,7 +164,7 @@ func startMinIO(ctx context.Context, bin, dir string, creds Credentials) (*Backe
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return nil, fmt.Errorf("MinIO did not become ready on %s in 60s: %s", addr, log.String())
+			return nil, fmt.Errorf("MinIO did not become ready on %s in 60s (last error: %v): %s", addr, lastErr, log.String())
 		}
 	}
 	return &Backend{
