@@ -21,7 +21,8 @@ const netnsDir = "/run/netns"
 // Cleanup sweeps what crashed runs left behind: image mounts, network namespaces (and
 // the processes still in them), veth links, runtime directories and run locks whose
 // names start with prefix (Prefix, or Prefix followed by a run id) and whose run is no
-// longer alive. Objects of live runs, including the caller's, are never touched: stop
+// longer alive, and (for Prefix itself) the service address when no live process uses
+// it. Objects of live runs, including the caller's, are never touched: stop
 // those with Instance.Stop and the unmount func of MountImage.
 func Cleanup(prefix string) error {
 	if prefix == "" {
@@ -93,6 +94,11 @@ func Cleanup(prefix string) error {
 			if ok && !strings.HasPrefix(id, ".") && dead(Prefix+id) {
 				removeDeadRun(filepath.Join(StateDir, "runs", e.Name()))
 			}
+		}
+	}
+	if prefix == Prefix {
+		if err := removeUnusedServiceAddr(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

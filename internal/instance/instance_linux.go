@@ -245,6 +245,8 @@ func (i *Instance) createNetwork(ctx context.Context) error {
 		{"-n", i.id, "addr", "add", inst, "dev", "eth0"},
 		{"-n", i.id, "link", "set", "lo", "up"},
 		{"-n", i.id, "link", "set", "eth0", "up"},
+		// The only way out: to the service address (see ServiceAddr).
+		{"-n", i.id, "route", "add", serviceAddr.String() + "/32", "via", i.lease.host.String()},
 	}
 	for _, args := range steps {
 		if err := run(ctx, "ip", args...); err != nil {

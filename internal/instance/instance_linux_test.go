@@ -478,6 +478,16 @@ func TestCleanupAfterCrash(t *testing.T) {
 		t.Errorf("mount point %s left behind", mnt)
 	}
 	waitFor(t, "loop device of the crashed run to detach", func() bool { return loopOf(img) == "" })
+	// The service address goes once no live process uses it.
+	if ok, _ := addrAssigned(serviceAddr); ok {
+		f, err := os.Open(filepath.Join(StateDir, "service.lock"))
+		if err == nil {
+			if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+				t.Errorf("service address %s left on lo with no process using it", serviceAddr)
+			}
+			f.Close()
+		}
+	}
 	runID := id[len(Prefix) : len(Prefix)+runIDLen]
 	if _, err := os.Stat(filepath.Join(StateDir, "runs", runID+".lock")); err == nil {
 		t.Errorf("run lock of the crashed run left behind")
@@ -487,6 +497,10 @@ func TestCleanupAfterCrash(t *testing.T) {
 func crashHelper() {
 	inst, err := Start(context.Background(), Config{Root: os.Getenv("ISIM_ROOT")})
 	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if _, err := ServiceAddr(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
@@ -501,3 +515,52 @@ func crashHelper() {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestServiceAddr: a server on the service address answers the host and every
+// instance; the instance reaches nothing else of the host.
+func TestServiceAddr(t *testing.T) {
+	root := liteRoot(t)
+	ctx := context.Background()
+	addr, err := ServiceAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(addr.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\nservice"))
+			c.Close()
+		}
+	}()
+	defer ln.Close()
+	url := "http://" + ln.Addr().String() + "/"
+	insts := make([]*Instance, 2)
+	for n := range insts {
+		if insts[n], err = Start(ctx, Config{Root: root}); err != nil {
+			t.Fatal(err)
+		}
+		defer insts[n].Stop()
+	}
+	for _, inst := range insts {
+		cmd, err := inst.Command(ctx, "wget", "-q", "-O-", url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil || string(out) != "service" {
+			t.Errorf("%s: GET %s: %q %v", inst.ID(), url, out, err)
+		}
+	}
+	// Another instance's host side is not reachable: there is no route to it.
+	other := insts[1].HostAddr().String()
+	cmd, _ := insts[0].Command(ctx, "wget", "-q", "-O-", "http://"+other+":1/")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "unreachable") {
+		t.Errorf("instance reached %s: %q %v", other, out, err)
+	}
+}
