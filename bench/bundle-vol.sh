@@ -3,7 +3,8 @@
 # ec2-bundle-vol method (rsync into a loop-mounted image, then the reference
 # tar | gzip -9 | openssl pipeline and split into 10 MiB parts). One run of each;
 # prints wall time and peak scratch bytes (allocated bytes in the scratch and output
-# directories, sampled every 0.2 s). Run as root from the repository root.
+# directories, sampled every 0.2 s; both include the finished parts, which the Packer
+# plugin streams to S3 instead of writing). Run as root from the repository root.
 #
 #   bench/bundle-vol.sh            # caches the minbase tarball in $CACHE
 #   CACHE=/var/cache/instancestore-test MIRROR=http://deb.debian.org/debian bench/bundle-vol.sh
@@ -67,7 +68,8 @@ t0=$(now)
 "$W/instancestore-bundler" bundle-vol -u 111122223333 --volume "$SRC" --scratch "$W/a-scratch" \
 	-d "$W/a-out" -p bench >"$W/a.log" 2>&1 || { cat "$W/a.log" >&2; exit 1; }
 t1=$(now); sleep 0.3; kill $SAMPLER; SAMPLER=
-A_TIME=$(echo "$t1 - $t0" | bc); A_PEAK=$(cat "$W/a-peak"); A_OUT=$(du -s -B1 "$W/a-out" | cut -f1)
+A_TIME=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b-a}'); A_PEAK=$(cat "$W/a-peak"); A_OUT=$(du -s -B1 "$W/a-out" | cut -f1)
+ls "$W"/a-out/bench.part.* "$W"/a-out/bench.manifest.xml >/dev/null || { echo "bundle-vol.sh: bundle-vol made no bundle" >&2; exit 1; }
 
 # B: the ec2-bundle-vol method
 mkdir -p "$W/b-scratch"; echo 0 >"$W/b-peak"
@@ -81,11 +83,14 @@ mkfs.ext4 -q -F -L bench-root -U "$UUID" "$IMG"
 mount -o loop "$IMG" "$MNT"
 rsync -rlpgoD -t -S -X --exclude=/proc/* --exclude=/sys/* --exclude=/dev/* "$SRC"/ "$MNT"/
 umount "$MNT"
-( cd "$W/b-scratch" && tar -c -S --format=gnu -f - image | tee >(openssl sha1 >digest) | gzip -9 |
-	openssl enc -e -aes-128-cbc -K "$KEY" -iv "$IV" >image.tar.gz.enc &&
-	split -b 10485760 -a 2 -d image.tar.gz.enc image.part. )
+cd "$W/b-scratch"
+tar -c -S --format=gnu -f - image | tee >(openssl sha1 >digest) | gzip -9 |
+	openssl enc -e -aes-128-cbc -K "$KEY" -iv "$IV" >image.tar.gz.enc
+split -b 10485760 -a 2 -d image.tar.gz.enc image.part.
+cd - >/dev/null
+ls "$W"/b-scratch/image.part.* >/dev/null || { echo "bundle-vol.sh: the ec2-bundle-vol pipeline made no parts" >&2; exit 1; }
 t1=$(now); sleep 0.3; kill $SAMPLER; SAMPLER=
-B_TIME=$(echo "$t1 - $t0" | bc); B_PEAK=$(cat "$W/b-peak")
+B_TIME=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b-a}'); B_PEAK=$(cat "$W/b-peak")
 B_OUT=$(du -s -B1 -c "$W"/b-scratch/image.part.* | tail -1 | cut -f1)
 
 echo "source: debootstrap --variant=minbase $SUITE, $FILES entries, $(mib "$USED") used, ${SIZE_MIB} MiB ext4"
