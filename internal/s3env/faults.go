@@ -105,7 +105,8 @@ func (f *Front) FaultCounts() map[FaultKind]int {
 	return n
 }
 
-func (f *Front) inject(w http.ResponseWriter, r *http.Request, kind FaultKind) {
+// inject fails r and returns the status answered (0 when there was no answer).
+func (f *Front) inject(w http.ResponseWriter, r *http.Request, kind FaultKind) int {
 	switch kind {
 	case FaultInternalError, FaultServiceUnavailable, FaultSlowDown:
 		// Read the body first so that the client sees the answer, not a broken pipe.
@@ -113,11 +114,13 @@ func (f *Front) inject(w http.ResponseWriter, r *http.Request, kind FaultKind) {
 		switch kind {
 		case FaultInternalError:
 			writeS3Error(w, http.StatusInternalServerError, "InternalError", "We encountered an internal error. Please try again.", nil)
+			return http.StatusInternalServerError
 		case FaultServiceUnavailable:
 			writeS3Error(w, http.StatusServiceUnavailable, "ServiceUnavailable", "Service is unable to handle request.", nil)
 		default:
 			writeS3Error(w, http.StatusServiceUnavailable, "SlowDown", "Please reduce your request rate.", nil)
 		}
+		return http.StatusServiceUnavailable
 	case FaultReset:
 		hijackClose(w, true)
 	case FaultStall:
@@ -130,6 +133,7 @@ func (f *Front) inject(w http.ResponseWriter, r *http.Request, kind FaultKind) {
 		}
 		hijackClose(w, false)
 	}
+	return 0
 }
 
 // hijackClose closes the client connection without an answer; with reset, by a TCP

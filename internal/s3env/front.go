@@ -21,9 +21,10 @@ import (
 
 // FrontOptions configure a Front.
 type FrontOptions struct {
-	// Listen is the address to listen on: "127.0.0.1:0" when empty. An instance that
-	// must reach S3 from its network namespace needs its HostAddr, e.g.
-	// inst.HostAddr().String()+":0".
+	// Listen is the address to listen on: "127.0.0.1:0" when empty. When instances
+	// must reach S3 from their network namespaces, listen on instance.ServiceAddr()
+	// (reachable from the host and every instance, so one endpoint URL serves both)
+	// or on one instance's HostAddr().
 	Listen string
 	// Faults makes the Front fail a fraction of requests.
 	Faults Faults
@@ -249,7 +250,7 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if kind, ok := f.faults.pick(r); ok {
 		f.setFault(o.recIndex, kind)
-		f.inject(w, r, kind)
+		f.setStatus(o.recIndex, f.inject(w, r, kind))
 		return
 	}
 	if err := readBodyFor(r, o); err != nil {

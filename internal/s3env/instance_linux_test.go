@@ -13,8 +13,8 @@ import (
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 )
 
-// TestFrontReachableFromInstance: a Front listening on an instance's HostAddr serves
-// the instance (whose network namespace has no other way out) and the host alike.
+// TestFrontReachableFromInstance: a Front listening on the service address serves the
+// instance (whose network namespace has no other way out) and the host with one URL.
 func TestFrontReachableFromInstance(t *testing.T) {
 	testroot.Require(t)
 	ctx := context.Background()
@@ -32,7 +32,11 @@ func TestFrontReachableFromInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	f, err := NewFront(b, FrontOptions{Listen: inst.HostAddr().String() + ":0"})
+	svc, err := instance.ServiceAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := NewFront(b, FrontOptions{Listen: svc.String() + ":0"})
 	if err != nil {
 		t.Fatal(err)
 	}

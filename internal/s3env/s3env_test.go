@@ -102,6 +102,10 @@ func TestFrontRecordsACLsRegionsAndDeletes(t *testing.T) {
 			if err != nil || loc.LocationConstraint != types.BucketLocationConstraintEuWest1 {
 				t.Errorf("GetBucketLocation = %v %v", loc, err)
 			}
+			head, err := eu.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &bucket})
+			if err != nil || aws.ToString(head.BucketRegion) != "eu-west-1" {
+				t.Errorf("HeadBucket region = %v %v", head, err)
+			}
 			// Like S3, a request signed for another region than the bucket's fails.
 			_, err = f.Client("us-east-1").PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String("x"), Body: strings.NewReader("x")})
 			if s3Code(err) != "AuthorizationHeaderMalformed" {
@@ -319,6 +323,12 @@ func TestFaults(t *testing.T) {
 	if seen["500"] != counts[FaultInternalError] || seen["503"] != counts[FaultServiceUnavailable] ||
 		seen["slowdown"] != counts[FaultSlowDown] || seen["conn"] != counts[FaultReset] || seen["timeout"] != counts[FaultStall] {
 		t.Errorf("what the client saw %v does not match what was injected %v", seen, counts)
+	}
+	for _, r := range f.Requests() {
+		want := map[FaultKind]int{"": 200, FaultInternalError: 500, FaultServiceUnavailable: 503, FaultSlowDown: 503}[r.Fault]
+		if r.Method == http.MethodPut && r.Key != "" && r.Status != want {
+			t.Errorf("request record %+v: status %d, want %d", r, r.Status, want)
+		}
 	}
 	if seen["ok"] != n-total {
 		t.Errorf("%d requests succeeded, want %d", seen["ok"], n-total)
