@@ -46,6 +46,9 @@ type Options struct {
 	// S3 is "gofakes3" (default, in-process, no signature checks) or "minio" (checks
 	// SigV4 and presigned URLs; built on first use, about 4 minutes).
 	S3 string
+	// Debian also seeds DebianAMIName, a Debian 12 minbase root with OpenSSH and sudo
+	// (debootstrap, several minutes the first time, then cached).
+	Debian bool
 	// Logf receives progress and the simulator's request log.
 	Logf func(format string, args ...any)
 }
@@ -164,6 +167,26 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		}
 		e.BaseAMIs[s.Name] = id
 	}
+	if opts.Debian {
+		tree := filepath.Join(dir, "roots", "debian")
+		if err := os.RemoveAll(tree); err != nil {
+			return nil, err
+		}
+		if err := BuildDebianRoot(ctx, tree, opts.Logf); err != nil {
+			return nil, err
+		}
+		img := filepath.Join(dir, "roots", "debian.img")
+		if err := MakeRootImage(ctx, tree, img, RootImageSize); err != nil {
+			return nil, err
+		}
+		os.RemoveAll(tree) // the image has it all
+		id, err := e.EC2.Seed(ec2sim.SeedImage{Name: DebianAMIName, Description: "Debian 12 minbase with OpenSSH and sudo (hvm)",
+			VirtualizationType: "hvm", Root: ec2sim.RootSource{Image: img}})
+		if err != nil {
+			return nil, err
+		}
+		e.BaseAMIs[DebianAMIName] = id
+	}
 	return e, nil
 }
 
@@ -185,7 +208,7 @@ func MakeRootImage(ctx context.Context, tree, img string, size int64) error {
 
 // Vars are what a shell (or a test process) needs to use the environment.
 func (e *Env) Vars() []Var {
-	return []Var{
+	vars := []Var{
 		{"AWS_ENDPOINT_URL_EC2", e.EC2.URL()},
 		{"AWS_ENDPOINT_URL_STS", e.EC2.URL()},
 		{"AWS_ENDPOINT_URL_S3", e.S3Front.URL()},
@@ -200,6 +223,10 @@ func (e *Env) Vars() []Var {
 		{"INSTANCESTORE_SOURCE_AMI_HVM", e.BaseAMIs[LiteHVMAMIName]},
 		{"INSTANCESTORE_LOCALENV_DIR", e.Dir},
 	}
+	if id := e.BaseAMIs[DebianAMIName]; id != "" {
+		vars = append(vars, Var{"INSTANCESTORE_DEBIAN_AMI", id})
+	}
+	return vars
 }
 
 // Close terminates every instance (sshd, namespaces, mounts, loop devices) and stops

@@ -40,6 +40,10 @@ func clients(v map[string]string) (*ec2.Client, *sts.Client) {
 
 // launchAndSSH runs one instance of the base AMI, logs in as admin and runs cmd there.
 func launchAndSSH(t *testing.T, v map[string]string, cmd string) (ip, out string) {
+	return launchAMIAndSSH(t, v, v["INSTANCESTORE_SOURCE_AMI"], "m3.medium", cmd)
+}
+
+func launchAMIAndSSH(t *testing.T, v map[string]string, ami, itype, cmd string) (ip, out string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -50,14 +54,14 @@ func launchAndSSH(t *testing.T, v map[string]string, cmd string) (ip, out string
 	}
 	imgs, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"amazon"}, Filters: []types.Filter{
 		{Name: aws.String("name"), Values: []string{"instancestore-lite-*"}}, {Name: aws.String("root-device-type"), Values: []string{"instance-store"}}}})
-	if err != nil || len(imgs.Images) != 2 {
+	if err != nil || len(imgs.Images) < 2 {
 		t.Fatalf("base AMIs: %v %+v", err, imgs)
 	}
 	kp, err := c.CreateKeyPair(ctx, &ec2.CreateKeyPairInput{KeyName: aws.String("t-" + time.Now().Format("150405.000"))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	run, err := c.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(v["INSTANCESTORE_SOURCE_AMI"]), InstanceType: "m3.medium",
+	run, err := c.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(ami), InstanceType: types.InstanceType(itype),
 		MinCount: aws.Int32(1), MaxCount: aws.Int32(1), KeyName: kp.KeyName})
 	if err != nil {
 		t.Fatal(err)
@@ -252,3 +256,31 @@ func TestMain(m *testing.M) {
 }
 
 func fmtSscan(s string, v *int) (int, error) { return fmt.Sscan(strings.TrimSpace(s), v) }
+
+// TestDebianAMI boots the optional Debian base AMI (debootstrap, cached in
+// instance.CacheDir(); the first run on a machine takes minutes).
+func TestDebianAMI(t *testing.T) {
+	testroot.Require(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	e, err := Start(ctx, Options{Dir: dir, Debian: true, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	v := varMap(e.Vars())
+	if v["INSTANCESTORE_DEBIAN_AMI"] == "" {
+		t.Fatal("no INSTANCESTORE_DEBIAN_AMI")
+	}
+	_, out := launchAMIAndSSH(t, v, v["INSTANCESTORE_DEBIAN_AMI"], "m3.medium", "sudo -n cat /etc/os-release; grep ' / ' /proc/self/mounts; ls /etc/ssh/ssh_host_* 2>&1 || true")
+	if !strings.Contains(out, "bookworm") || !strings.Contains(out, " / ext4 ") || !strings.Contains(out, "No such file") {
+		t.Fatalf("Debian instance: %q", out)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if l := Leftovers(dir); len(l) > 0 {
+		t.Fatalf("left behind: %v", l)
+	}
+}
