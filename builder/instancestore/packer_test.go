@@ -91,7 +91,7 @@ func buildPacker(root string) (*packerEnv, error) {
 			"PACKER_NO_COLOR=1",
 		},
 	}
-	if err := run(root, []string{"CGO_ENABLED=0"}, "go", "build", "-ldflags", pluginVersionLdflags, "-o", e.plugin, "."); err != nil {
+	if err := run(root, nil, "go", "build", "-ldflags", pluginVersionLdflags, "-o", e.plugin, "."); err != nil {
 		return nil, err
 	}
 	if err := run(root, e.env, e.packer, "plugins", "install", "--path", e.plugin, "github.com/instancestore/instancestore"); err != nil {

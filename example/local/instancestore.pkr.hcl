@@ -23,8 +23,13 @@ variable "source_ami" {
 }
 
 variable "s3_bucket" {
-  type    = string
-  default = env("INSTANCESTORE_S3_BUCKET")
+  type        = string
+  default     = env("INSTANCESTORE_S3_BUCKET")
+  description = "Bucket for the bundle; created when missing. Default instancestore-demo."
+}
+
+locals {
+  s3_bucket = var.s3_bucket != "" ? var.s3_bucket : "instancestore-demo"
 }
 
 variable "ec2_cert_path" {
@@ -34,8 +39,9 @@ variable "ec2_cert_path" {
 }
 
 variable "ssh_username" {
-  type    = string
-  default = "root"
+  type        = string
+  default     = "admin"
+  description = "The base AMIs' login user (with passwordless sudo, like ec2-user or ubuntu on AWS)."
 }
 
 variable "output_dir" {
@@ -51,7 +57,7 @@ source "instancestore" "local" {
   ami_name                = "instancestore-demo-${formatdate("YYYYMMDDhhmmss", timestamp())}"
   ami_description         = "Built by packer-plugin-instancestore from {{ .SourceAMI }}"
 
-  s3_bucket           = var.s3_bucket
+  s3_bucket           = local.s3_bucket
   s3_create_bucket    = true
   s3_force_path_style = true
   ec2_cert_path       = var.ec2_cert_path
@@ -71,9 +77,8 @@ build {
 
   provisioner "shell" {
     inline = [
-      "mkdir -p /etc/instancestore",
-      "echo 'provisioned by packer from ${build.SourceAMI}' > /etc/instancestore/demo.txt",
-      "cat /etc/instancestore/demo.txt",
+      "sudo mkdir -p /etc/instancestore",
+      "echo 'provisioned by packer from ${build.SourceAMI}' | sudo tee /etc/instancestore/demo.txt",
     ]
   }
 
