@@ -1,0 +1,331 @@
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/crypto/ssh"
+
+	format "github.com/instancestore/packer-plugin-instancestore/bundle"
+	"github.com/instancestore/packer-plugin-instancestore/internal/instance"
+	"github.com/instancestore/packer-plugin-instancestore/internal/s3env"
+	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
+)
+
+// repoRoot is the module root, two levels up from this package.
+func repoRoot(t *testing.T) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Clean(filepath.Join(wd, "..", ".."))
+}
+
+// packerBin finds Packer: $PACKER_BIN, else bin/packer built by scripts/build-tools.sh.
+func packerBin(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("PACKER_BIN"); p != "" {
+		return p
+	}
+	root := repoRoot(t)
+	cmd := exec.Command(filepath.Join(root, "scripts", "build-tools.sh"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building Packer with scripts/build-tools.sh: %v: %s", err, out)
+	}
+	return filepath.Join(root, "bin", "packer")
+}
+
+// TestPackerBuild runs `packer build` with the null builder against an instance
+// served by a real sshd, and the provisioner bundling an image file on it to MinIO.
+// The test plugin binary (testdata/plugin) doubles as the agent, as a plain `go
+// build` of the real plugin does on linux/amd64. It checks the bundle in S3 against
+// the image, the ACLs, and that no secret reaches Packer's log, its output or any
+// command line.
+func TestPackerBuild(t *testing.T) {
+	testroot.Require(t)
+	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+		t.Skip("the test plugin serves as the agent only on linux/amd64")
+	}
+	packer := packerBin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+
+	// The plugin, installed where only this test's Packer looks.
+	pluginBin := filepath.Join(dir, "packer-plugin-instancestore")
+	build := exec.CommandContext(ctx, "go", "build", "-ldflags=-s -w", "-o", pluginBin, "./testdata/plugin")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the test plugin: %v: %s", err, out)
+	}
+	env := append(os.Environ(),
+		"PACKER_PLUGIN_PATH="+filepath.Join(dir, "plugins"),
+		"PACKER_CONFIG_DIR="+filepath.Join(dir, "config"),
+		"PACKER_CACHE_DIR="+filepath.Join(dir, "cache"),
+		"CHECKPOINT_DISABLE=1", "HOME="+dir)
+	install := exec.CommandContext(ctx, packer, "plugins", "install", "--path", pluginBin, "github.com/instancestore/instancestore")
+	install.Env = env
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("packer plugins install: %v: %s", err, out)
+	}
+
+	// The instance and S3.
+	root := filepath.Join(dir, "root")
+	if err := instance.BuildLiteRoot(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	sshPub, _ := ssh.NewPublicKey(pub)
+	inst, err := instance.Start(ctx, instance.Config{Root: root,
+		AuthorizedKeys: map[string]string{"admin": string(ssh.MarshalAuthorizedKey(sshPub))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Stop()
+	pemKey, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "id_ed25519")
+	os.WriteFile(keyFile, pem.EncodeToMemory(pemKey), 0o600)
+
+	backend, err := s3env.StartMinIO(ctx, filepath.Join(dir, "minio"), s3env.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	front, err := s3env.NewFront(backend, s3env.FrontOptions{Listen: inst.HostAddr().String() + ":0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer front.Close()
+	bucket := "packer-test-bundles"
+	if _, err := front.Client("us-east-1").CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The image on the instance, and the user's X.509 pair on the host.
+	image := make([]byte, 23<<20+777)
+	io.ReadFull(rand.Reader, image[:9<<20])
+	for i := 16 << 20; i < len(image); i++ {
+		image[i] = byte(i >> 12)
+	}
+	os.MkdirAll(filepath.Join(root, "var/tmp"), 0o755)
+	if err := os.WriteFile(filepath.Join(root, "var/tmp/disk.img"), image, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cert, userKey, err := format.NewThrowawayUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyPEMFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "pk.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o600)
+	os.WriteFile(keyPEMFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(userKey)}), 0o600)
+
+	template := fmt.Sprintf(`
+source "null" "inst" {
+  ssh_host             = %q
+  ssh_username         = "admin"
+  ssh_private_key_file = %q
+}
+
+build {
+  sources = ["source.null.inst"]
+
+  provisioner "instancestore-bundle" {
+    region                     = "us-east-1"
+    skip_credential_validation = true
+    skip_metadata_api_check    = true
+    s3_bucket                  = %q
+    s3_prefix                  = "builds/packer"
+    s3_force_path_style        = true
+    bundle_prefix              = "disk"
+    bundle_image               = "/var/tmp/disk.img"
+    account_id                 = "1234-5678-9012"
+    x509_cert_path             = %q
+    x509_key_path              = %q
+    progress_interval          = "1s"
+  }
+}
+`, inst.Addr().String(), keyFile, bucket, certFile, keyPEMFile)
+	tpl := filepath.Join(dir, "bundle.pkr.hcl")
+	os.WriteFile(tpl, []byte(template), 0o644)
+
+	validate := exec.CommandContext(ctx, packer, "validate", tpl)
+	validate.Env = env
+	if out, err := validate.CombinedOutput(); err != nil {
+		t.Fatalf("packer validate: %v: %s", err, out)
+	}
+
+	logFile := filepath.Join(dir, "packer.log")
+	cmd := exec.CommandContext(ctx, packer, "build", "-color=false", tpl)
+	cmd.Env = append(env, "PACKER_LOG=1", "PACKER_LOG_PATH="+logFile,
+		"AWS_ACCESS_KEY_ID="+backend.Credentials.AccessKeyID,
+		"AWS_SECRET_ACCESS_KEY="+backend.Credentials.SecretAccessKey,
+		"AWS_ENDPOINT_URL_S3="+front.URL(), "AWS_EC2_METADATA_DISABLED=true")
+	var stdout bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stdout
+	samples := sampleCmdlines()
+	err = cmd.Run()
+	cmdlines := samples.stop()
+	logText, _ := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatalf("packer build: %v\n%s\nlog:\n%s", err, stdout.String(), tail(string(logText), 6000))
+	}
+	out := stdout.String()
+	t.Logf("packer build output:\n%s", out)
+	if !strings.Contains(out, "Manifest: "+bucket+"/builds/packer/disk.manifest.xml") {
+		t.Fatalf("no manifest location in the output")
+	}
+
+	// The bundle as EC2 sees it, decrypted with the user's key, is the image.
+	m, err := front.GetAsEC2(bucket, "builds/packer/disk.manifest.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, err := format.ParseManifest(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := man.VerifySignature(&userKey.PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	if man.User != "123456789012" {
+		t.Errorf("manifest user %q", man.User)
+	}
+	k, err := format.UnwrapKey(userKey, man.UserEncryptedKey, man.UserEncryptedIV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored, _ := os.Create(filepath.Join(dir, "restored.img"))
+	defer restored.Close()
+	src := partSource(func(name string) (io.ReadCloser, error) {
+		return front.OpenAsEC2(ctx, bucket, "builds/packer/"+name)
+	})
+	if err := format.Unbundle(ctx, man, k, src, restored); err != nil {
+		t.Fatalf("unbundling as EC2: %v", err)
+	}
+	got, _ := os.ReadFile(restored.Name())
+	if !bytes.Equal(got, image) {
+		t.Fatal("the bundle does not decrypt to the image on the instance")
+	}
+	objs, _ := front.Objects(ctx, bucket, "")
+	if len(objs) != len(man.Parts)+1 {
+		t.Errorf("bucket holds %v", objs)
+	}
+	for _, o := range objs {
+		if acl, _ := front.ACL(bucket, o); acl != "aws-exec-read" {
+			t.Errorf("%s: ACL %q", o, acl)
+		}
+	}
+	left, _ := filepath.Glob(filepath.Join(root, "tmp", "instancestore-agent.*"))
+	if len(left) > 0 {
+		t.Errorf("left on the instance: %v", left)
+	}
+
+	// Secrets: not in the log, not in the output, not on any command line.
+	keyPEM, _ := os.ReadFile(keyPEMFile)
+	secrets := map[string]string{
+		"AWS secret key":   backend.Credentials.SecretAccessKey,
+		"X-Amz-Signature":  "X-Amz-Signature=",
+		"X-Amz-Credential": "X-Amz-Credential=",
+		"bundle key":       k.KeyHex(),
+		"bundle IV":        k.IVHex(),
+		"private key":      strings.Split(string(keyPEM), "\n")[1],
+	}
+	sawAgent := false
+	for _, c := range cmdlines {
+		if strings.Contains(c, "instancestore-bundler-agent") {
+			sawAgent = true
+		}
+	}
+	if !sawAgent || len(cmdlines) < 10 {
+		t.Fatalf("the command-line sampler saw %d lines and no agent: it proves nothing", len(cmdlines))
+	}
+	if !strings.Contains(string(logText), "instancestore-bundle") {
+		t.Fatal("the Packer log is empty: PACKER_LOG capture is broken")
+	}
+	for what, s := range secrets {
+		if strings.Contains(string(logText), s) {
+			t.Errorf("%s in the Packer log", what)
+		}
+		if strings.Contains(out, s) {
+			t.Errorf("%s in the Packer output", what)
+		}
+		for _, c := range cmdlines {
+			if strings.Contains(c, s) && !strings.Contains(c, "minio") {
+				t.Errorf("%s on a command line: %.200q", what, c)
+			}
+		}
+	}
+}
+
+type partSource func(name string) (io.ReadCloser, error)
+
+func (f partSource) OpenPart(name string) (io.ReadCloser, error) { return f(name) }
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+type cmdlineSampler struct {
+	quit chan struct{}
+	done chan struct{}
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+// sampleCmdlines reads every process's command line every few milliseconds (the
+// instance's processes are host processes too).
+func sampleCmdlines() *cmdlineSampler {
+	s := &cmdlineSampler{quit: make(chan struct{}), done: make(chan struct{}), seen: map[string]bool{}}
+	go func() {
+		defer close(s.done)
+		for {
+			select {
+			case <-s.quit:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+			for _, p := range paths {
+				b, err := os.ReadFile(p)
+				if err == nil && len(b) > 0 {
+					s.mu.Lock()
+					s.seen[string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))] = true
+					s.mu.Unlock()
+				}
+			}
+		}
+	}()
+	return s
+}
+
+func (s *cmdlineSampler) stop() []string {
+	close(s.quit)
+	<-s.done
+	var out []string
+	for l := range s.seen {
+		out = append(out, l)
+	}
+	return out
+}
