@@ -19,10 +19,13 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/crypto/ssh"
 
 	format "github.com/instancestore/packer-plugin-instancestore/bundle"
+	"github.com/instancestore/packer-plugin-instancestore/internal/ec2sim"
 	"github.com/instancestore/packer-plugin-instancestore/internal/instance"
 	"github.com/instancestore/packer-plugin-instancestore/internal/s3env"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
@@ -120,6 +123,16 @@ func TestPackerBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// EC2: the simulator registers instance-store AMIs by reading the bundle from S3
+	// as EC2's principal and decrypting it with its own "EC2" key.
+	sim, err := ec2sim.Start(ec2sim.Config{DataDir: filepath.Join(dir, "ec2sim"),
+		Credentials: ec2sim.Credentials{AccessKeyID: backend.Credentials.AccessKeyID, SecretAccessKey: backend.Credentials.SecretAccessKey},
+		S3:          ec2sim.FrontReader{Front: front}, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+
 	// The image on the instance, and the user's X.509 pair on the host.
 	image := make([]byte, 23<<20+777)
 	io.ReadFull(rand.Reader, image[:9<<20])
@@ -161,9 +174,12 @@ build {
     x509_cert_path             = %q
     x509_key_path              = %q
     progress_interval          = "1s"
+    ec2_cert_path              = %q
+    ami_name                   = "bundled-by-packer"
+    ami_description            = "from the instancestore-bundle test"
   }
 }
-`, inst.Addr().String(), keyFile, bucket, certFile, keyPEMFile)
+`, inst.Addr().String(), keyFile, bucket, certFile, keyPEMFile, sim.EC2CertPath())
 	tpl := filepath.Join(dir, "bundle.pkr.hcl")
 	os.WriteFile(tpl, []byte(template), 0o644)
 
@@ -178,7 +194,7 @@ build {
 	cmd.Env = append(env, "PACKER_LOG=1", "PACKER_LOG_PATH="+logFile,
 		"AWS_ACCESS_KEY_ID="+backend.Credentials.AccessKeyID,
 		"AWS_SECRET_ACCESS_KEY="+backend.Credentials.SecretAccessKey,
-		"AWS_ENDPOINT_URL_S3="+front.URL(), "AWS_EC2_METADATA_DISABLED=true")
+		"AWS_ENDPOINT_URL_S3="+front.URL(), "AWS_ENDPOINT_URL_EC2="+sim.URL(), "AWS_EC2_METADATA_DISABLED=true")
 	var stdout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stdout
 	samples := sampleCmdlines()
@@ -192,6 +208,28 @@ build {
 	t.Logf("packer build output:\n%s", out)
 	if !strings.Contains(out, "Manifest: "+bucket+"/builds/packer/disk.manifest.xml") {
 		t.Fatalf("no manifest location in the output")
+	}
+	// The AMI exists in EC2, registered from this manifest.
+	ec2c := ec2.New(ec2.Options{Region: "us-east-1", BaseEndpoint: aws.String(sim.URL()),
+		Credentials: credentials.NewStaticCredentialsProvider(backend.Credentials.AccessKeyID, backend.Credentials.SecretAccessKey, "")})
+	imgs, err := ec2c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, im := range imgs.Images {
+		if aws.ToString(im.Name) == "bundled-by-packer" {
+			found = true
+			if aws.ToString(im.ImageLocation) != bucket+"/builds/packer/disk.manifest.xml" {
+				t.Errorf("AMI image location %q", aws.ToString(im.ImageLocation))
+			}
+			if !strings.Contains(out, "Registered AMI "+aws.ToString(im.ImageId)) {
+				t.Errorf("the output does not name %s", aws.ToString(im.ImageId))
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no AMI named bundled-by-packer in %+v", imgs.Images)
 	}
 
 	// The bundle as EC2 sees it, decrypted with the user's key, is the image.
