@@ -22,7 +22,7 @@ const DefaultLevel = 5
 
 // gzipBlockSize is the input each gzip worker compresses at a time. Each block is
 // compressed with the previous block's tail as dictionary, so larger blocks gain
-// little; memory in flight is about 3 x gzipBlockSize x blocks.
+// little; memory in flight is about 3 x gzipBlockSize per block in flight.
 const gzipBlockSize = 1 << 20
 
 // readChunk is how much of the image is read at once.
@@ -33,7 +33,7 @@ type WriterConfig struct {
 	Name        string // bundle name: tar member name and part-name prefix
 	Key         Key
 	Level       int // gzip level 1 (fastest) to 9 (smallest); 0 means DefaultLevel
-	Concurrency int // gzip workers; 0 means GOMAXPROCS
+	Concurrency int // gzip blocks compressed at once (one more may finish meanwhile); 0 means GOMAXPROCS
 	// Progress, if set, is called after each stored part and once at the end, never
 	// concurrently.
 	Progress func(Progress)
@@ -113,8 +113,9 @@ func Write(ctx context.Context, img *Image, cfg WriterConfig, sink Sink) (res *R
 	if err != nil {
 		return nil, err
 	}
-	// Two blocks per worker keep the workers busy while the ordered output catches up.
-	if err := gz.SetConcurrency(gzipBlockSize, 2*workers); err != nil {
+	// pgzip queues this many blocks behind the one its ordered output waits for, so
+	// workers+1 blocks at most are compressed at once: enough to keep the cores busy.
+	if err := gz.SetConcurrency(gzipBlockSize, workers); err != nil {
 		return nil, err
 	}
 	gz.ModTime = time.Unix(0, 0) // as gzip writes for a pipe: no time, no name
