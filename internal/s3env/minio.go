@@ -120,7 +120,7 @@ func startMinIO(ctx context.Context, bin, dir string, creds Credentials) (*Backe
 	)
 	log := &tailBuffer{max: 32 << 10}
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting MinIO: %w", err)
 	}
