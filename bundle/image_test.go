@@ -66,7 +66,7 @@ func TestNewImage(t *testing.T) {
 		t.Errorf("empty extents: %v, want none", img.Extents())
 	}
 	img = NewImage(nil, 4096, []Extent{{4000, 1000}}, time.Unix(0, 0), 0o644)
-	if _, err := Write(t.Context(), img, WriterConfig{Name: "x"}, &memSink{}); err == nil {
+	if _, err := Write(t.Context(), img, WriterConfig{Name: "x", Key: testKey(t)}, &memSink{}); err == nil {
 		t.Error("Write accepted an image with an extent past its end")
 	}
 	if err := img.Close(); err != nil {

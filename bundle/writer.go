@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -93,6 +94,9 @@ func Write(ctx context.Context, img *Image, cfg WriterConfig, sink Sink) (res *R
 	}
 	if level < 1 || level > 9 {
 		return nil, fmt.Errorf("gzip level %d is out of range: use 1 to 9", level)
+	}
+	if cfg.Key == (Key{}) {
+		return nil, errors.New("bundle key and IV are all zeros: make them with NewKey")
 	}
 	workers := cfg.Concurrency
 	if workers <= 0 {

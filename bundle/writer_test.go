@@ -206,6 +206,7 @@ func TestWriteRejects(t *testing.T) {
 		{"slash", small, WriterConfig{Name: "a/b"}, "plain file name"},
 		{"long name", small, WriterConfig{Name: strings.Repeat("n", 100)}, "at most 99"},
 		{"level", small, WriterConfig{Name: "x", Level: 10}, "gzip level 10"},
+		{"zero key", small, WriterConfig{Name: "x"}, "all zeros"},
 	} {
 		sink := &memSink{}
 		_, err := Write(context.Background(), c.img, c.cfg, sink)
