@@ -95,7 +95,9 @@ func (i *Instance) Done() <-chan struct{} { return i.exited }
 const sshdTimeout = 30 * time.Second
 
 // Start creates the network namespace and veth pair, starts sshd chrooted in Root and
-// returns once sshd answers with its banner on Addr():22.
+// returns once sshd answers with its banner on Addr():22. The instance's processes die
+// with the process that started it (do not call Start from a goroutine that locked
+// its OS thread and then exits); what remains of it then is swept by Cleanup.
 func Start(ctx context.Context, cfg Config) (inst *Instance, err error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("starting an instance needs root (network namespaces, mounts, chroot)")
