@@ -202,6 +202,13 @@ func TestRunSeededInstance(t *testing.T) {
 	if err != nil || len(st.InstanceStatuses) != 1 || st.InstanceStatuses[0].InstanceStatus.Status != types.SummaryStatusOk {
 		t.Fatalf("DescribeInstanceStatus: %v %+v", err, st)
 	}
+	// Loop devices, as bundle-vol on an EC2 instance uses them.
+	if got := sshRun(t, ip, "root", aws.ToString(kp.KeyMaterial), "ls -l /dev/loop-control /dev/loop7 /dev/loop255"); !strings.Contains(got, "loop-control") || !strings.Contains(got, " 7, 255 ") {
+		t.Fatalf("loop devices in the instance: %q", got)
+	}
+	if got := sshRun(t, ip, "root", aws.ToString(kp.KeyMaterial), "dd if=/dev/zero of=/tmp/lo.img bs=1024 count=1024 2>/dev/null && d=$(losetup -f) && losetup $d /tmp/lo.img && echo attached $d && losetup -d $d"); !strings.Contains(got, "attached /dev/loop") {
+		t.Fatalf("attaching a loop device in the instance: %q", got)
+	}
 	for _, user := range []string{"root", "admin"} {
 		if got := sshRun(t, ip, user, aws.ToString(kp.KeyMaterial), "id -un"); strings.TrimSpace(got) != user {
 			t.Fatalf("ssh as %s: id -un says %q", user, got)

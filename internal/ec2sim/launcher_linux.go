@@ -118,6 +118,10 @@ func (l *NamespaceLauncher) Launch(ctx context.Context, spec LaunchSpec) (_ Inst
 		return nil, fmt.Errorf("starting %s: %w", spec.InstanceID, err)
 	}
 	n.inst = inst
+	if err := addLoopDevices(inst.NetNS()); err != nil {
+		inst.Stop()
+		return nil, err
+	}
 	l.mu.Lock()
 	l.launched = append(l.launched, Launched{InstanceID: spec.InstanceID, NetNS: inst.NetNS(), Root: root})
 	l.mu.Unlock()
