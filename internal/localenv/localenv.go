@@ -138,6 +138,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := instance.BuildLiteRoot(ctx, lite); err != nil {
 		return nil, fmt.Errorf("building the lite root: %w", err)
 	}
+	if err := addHostTools(lite, ImagingTools); err != nil {
+		return nil, err
+	}
 	e.EC2, err = ec2sim.Start(ec2sim.Config{
 		Region:      opts.Region,
 		Credentials: e.Credentials,

@@ -127,9 +127,13 @@ func TestStartInProcess(t *testing.T) {
 	}
 	v := varMap(e.Vars())
 	// The S3 endpoint answers inside the instance at the host's own URL.
-	ip, out := launchAndSSH(t, v, "wget -q -O - "+v["AWS_ENDPOINT_URL_S3"]+"/ && echo reached; grep ' / ' /proc/self/mounts")
+	ip, out := launchAndSSH(t, v, "wget -q -O - "+v["AWS_ENDPOINT_URL_S3"]+"/ && echo reached; grep ' / ' /proc/self/mounts; "+
+		"export PATH=$PATH:/usr/sbin; dd if=/dev/zero of=/tmp/fs.img bs=1M count=8 2>/dev/null && mkfs.ext4 -q -F -t ext4 -L x /tmp/fs.img && debugfs -R stats /tmp/fs.img 2>/dev/null | grep -q 'volume name:.*x' && mount --version && echo imaging-tools-ok")
 	if !strings.Contains(out, "reached") {
 		t.Fatalf("S3 from the instance: %q", out)
+	}
+	if !strings.Contains(out, "imaging-tools-ok") {
+		t.Fatalf("imaging tools in the instance: %q", out)
 	}
 	// The root is a mounted ext4 filesystem, as on EC2.
 	if !strings.Contains(out, " / ext4 ") {
