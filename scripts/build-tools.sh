@@ -1,38 +1,56 @@
 #!/usr/bin/env bash
-# Builds the pinned Packer (v1.11.2) and packer-sdc (v0.6.4) from tools/packer into bin/.
-# A build is skipped when bin/ already holds binaries made from the same tools/packer
-# go.mod/go.sum with the same Go toolchain (recorded in bin/.tools-stamp), so tests and
-# `make demo` can call this every time. Packer takes a few minutes to build the first time.
+# Builds the pinned tools into bin/:
+#   packer v1.11.2 and packer-sdc v0.6.4   (tools/packer)     always
+#   goreleaser v2.15.1                      (tools/goreleaser) with the argument goreleaser
+# A tool set is skipped when bin/ already holds binaries made from the same go.mod/go.sum
+# with the same Go toolchain (recorded in bin/.<set>-stamp), so tests and `make demo`
+# can call this every time. Packer takes a few minutes to build the first time.
 #
-#   scripts/build-tools.sh            build what is missing or stale
-#   scripts/build-tools.sh --force    rebuild both
+#   scripts/build-tools.sh [--force] [goreleaser]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${BIN:-$root/bin}"
 mkdir -p "$bin"
+force=""
+sets=(packer)
+for a in "$@"; do
+	case "$a" in
+	--force) force=1 ;;
+	goreleaser) sets+=(goreleaser) ;;
+	*) echo "build-tools: unknown argument $a" >&2; exit 2 ;;
+	esac
+done
 
-stamp="$bin/.tools-stamp"
-want="$(cat "$root/tools/packer/go.mod" "$root/tools/packer/go.sum" | sha256sum | cut -d' ' -f1) $(go env GOVERSION)"
+# binaries SET: what a set builds, as "name=package" words.
+binaries() {
+	case "$1" in
+	packer) echo "packer=github.com/hashicorp/packer packer-sdc=github.com/hashicorp/packer-plugin-sdk/cmd/packer-sdc" ;;
+	goreleaser) echo "goreleaser=github.com/goreleaser/goreleaser/v2" ;;
+	esac
+}
 
-if [ "${1:-}" != "--force" ] && [ -x "$bin/packer" ] && [ -x "$bin/packer-sdc" ] &&
-	[ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-	exit 0
-fi
+fresh() { # fresh SET WANT: are the set's binaries there and built from WANT?
+	local b
+	[ -z "$force" ] && [ -f "$bin/.$1-stamp" ] && [ "$(cat "$bin/.$1-stamp")" = "$2" ] || return 1
+	for b in $(binaries "$1"); do
+		[ -x "$bin/${b%%=*}" ] || return 1
+	done
+}
 
-# A lock so that parallel test packages (and a demo) never build into bin/ at once.
-exec 9>"$bin/.tools-lock"
-flock 9
-if [ "${1:-}" != "--force" ] && [ -x "$bin/packer" ] && [ -x "$bin/packer-sdc" ] &&
-	[ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-	exit 0
-fi
-
-cd "$root/tools/packer"
-export CGO_ENABLED=0
-echo "build-tools: building packer v1.11.2 (takes a few minutes the first time)" >&2
-go build -trimpath -o "$bin/packer.tmp" github.com/hashicorp/packer
-echo "build-tools: building packer-sdc v0.6.4" >&2
-go build -trimpath -o "$bin/packer-sdc.tmp" github.com/hashicorp/packer-plugin-sdk/cmd/packer-sdc
-mv "$bin/packer.tmp" "$bin/packer"
-mv "$bin/packer-sdc.tmp" "$bin/packer-sdc"
-echo "$want" >"$stamp"
+for set in "${sets[@]}"; do
+	mod="$root/tools/$set"
+	want="$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -d' ' -f1) $(go env GOVERSION)"
+	fresh "$set" "$want" && continue
+	# A lock so that parallel test packages (and a demo) never build into bin/ at once.
+	exec 9>"$bin/.$set-lock"
+	flock 9
+	if ! fresh "$set" "$want"; then
+		for b in $(binaries "$set"); do
+			echo "build-tools: building ${b%%=*} (${b#*=}, pinned in tools/$set/go.mod)" >&2
+			(cd "$mod" && CGO_ENABLED=0 go build -trimpath -o "$bin/${b%%=*}.tmp" "${b#*=}")
+			mv "$bin/${b%%=*}.tmp" "$bin/${b%%=*}"
+		done
+		echo "$want" >"$bin/.$set-stamp"
+	fi
+	exec 9>&-
+done
