@@ -6,6 +6,7 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"strconv"
 )
 
@@ -26,7 +27,8 @@ func PartNameWidth(count int) int {
 }
 
 // partWriter cuts what is written to it into PartSize parts, hashes each with SHA-1
-// and MD5 and hands it to the sink. Parts are named with a fixed width decided before
+// and MD5 as the bytes arrive (hashing a whole part at once would stall the stages
+// above for tens of milliseconds per part) and hands it to the sink. Parts are named with a fixed width decided before
 // the stream starts. Close emits the last, shorter part; an empty trailing part is
 // never made.
 type partWriter struct {
@@ -36,13 +38,15 @@ type partWriter struct {
 	width    int
 	size     int // part size, PartSize but for tests
 	buf      []byte
+	sha1     hash.Hash
+	md5      hash.Hash
 	parts    []PartInfo
 	written  int64
 	progress func() // called after each stored part, may be nil
 }
 
 func newPartWriter(ctx context.Context, sink Sink, name string, width int) *partWriter {
-	return &partWriter{ctx: ctx, sink: sink, name: name, width: width, size: PartSize}
+	return &partWriter{ctx: ctx, sink: sink, name: name, width: width, size: PartSize, sha1: sha1.New(), md5: md5.New()}
 }
 
 func (pw *partWriter) Write(p []byte) (int, error) {
@@ -57,6 +61,8 @@ func (pw *partWriter) Write(p []byte) (int, error) {
 		}
 		k := min(pw.size-len(pw.buf), len(p))
 		pw.buf = append(pw.buf, p[:k]...)
+		pw.sha1.Write(p[:k])
+		pw.md5.Write(p[:k])
 		p = p[k:]
 		if len(pw.buf) == pw.size {
 			if err := pw.emit(); err != nil {
@@ -83,9 +89,11 @@ func (pw *partWriter) emit() error {
 		Index: len(pw.parts),
 		Name:  PartName(pw.name, len(pw.parts), pw.width),
 		Data:  pw.buf,
-		SHA1:  sha1.Sum(pw.buf),
-		MD5:   md5.Sum(pw.buf),
 	}
+	pw.sha1.Sum(p.SHA1[:0])
+	pw.md5.Sum(p.MD5[:0])
+	pw.sha1.Reset()
+	pw.md5.Reset()
 	pw.buf = nil
 	if err := pw.sink.PutPart(p); err != nil {
 		return fmt.Errorf("storing part %s: %w", p.Name, err)
