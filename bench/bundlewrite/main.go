@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"time"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
@@ -23,7 +24,17 @@ func main() {
 	level := flag.Int("level", 0, "gzip level (0: bundle.DefaultLevel)")
 	workers := flag.Int("j", 0, "gzip workers (0: all cores)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
+	traceFile := flag.String("trace", "", "write an execution trace to this file")
 	flag.Parse()
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bundlewrite:", err)
+			os.Exit(1)
+		}
+		trace.Start(f)
+		defer trace.Stop()
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -36,6 +47,7 @@ func main() {
 	if err := run(*image, *dir, *prefix, *level, *workers); err != nil {
 		fmt.Fprintln(os.Stderr, "bundlewrite:", err)
 		pprof.StopCPUProfile()
+		trace.Stop()
 		os.Exit(1)
 	}
 }
