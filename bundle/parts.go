@@ -28,9 +28,9 @@ func PartNameWidth(count int) int {
 
 // partWriter cuts what is written to it into PartSize parts, hashes each with SHA-1
 // and MD5 as the bytes arrive (hashing a whole part at once would stall the stages
-// above for tens of milliseconds per part) and hands it to the sink. Parts are named with a fixed width decided before
-// the stream starts. Close emits the last, shorter part; an empty trailing part is
-// never made.
+// above for tens of milliseconds per part) and hands it to the sink. Parts are named
+// with a fixed width decided before the stream starts. Close emits the last, shorter
+// part; an empty trailing part is never made.
 type partWriter struct {
 	ctx      context.Context
 	sink     Sink

@@ -31,9 +31,9 @@ const readChunk = 1 << 20
 
 // WriterConfig configures Write.
 type WriterConfig struct {
-	Name        string // bundle name: tar member name and part-name prefix
-	Key         Key
-	Level       int // gzip level 1 (fastest) to 9 (smallest); 0 means DefaultLevel
+	Name  string // bundle name: tar member name and part-name prefix
+	Key   Key
+	Level int // gzip level 1 (fastest) to 9 (smallest); 0 means DefaultLevel
 	// Concurrency is how many gzip blocks may be queued for compression behind the one
 	// being written out; each compresses on a goroutine of its own, so GOMAXPROCS
 	// bounds the cores used. 0 means 2 x GOMAXPROCS.
