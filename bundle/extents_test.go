@@ -37,3 +37,48 @@ func TestNormalizeExtents(t *testing.T) {
 		}
 	}
 }
+
+// FuzzNormalizeExtents checks the invariants of the sparse map on arbitrary extents:
+// sorted, disjoint and not touching, 512-aligned but for an end at the image size,
+// inside the image, and covering every input byte.
+func FuzzNormalizeExtents(f *testing.F) {
+	f.Add(int64(4096), []byte{0, 1, 2, 3, 200, 100})
+	f.Add(int64(1030), []byte{250, 30})
+	f.Add(int64(0), []byte{})
+	f.Fuzz(func(t *testing.T, size int64, spec []byte) {
+		if size < 0 || size > 1<<20 {
+			return
+		}
+		var in []Extent
+		for i := 0; i+1 < len(spec); i += 2 {
+			off := int64(spec[i]) * size / 256
+			in = append(in, Extent{off, min(int64(spec[i+1])*37, size-off)})
+		}
+		out, err := normalizeExtents(in, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range out {
+			if e.Length <= 0 || e.Offset < 0 || e.End() > size || e.Offset%512 != 0 || (e.End()%512 != 0 && e.End() != size) {
+				t.Fatalf("extent %v of %v is not aligned or not inside %d bytes", e, out, size)
+			}
+			if i > 0 && out[i-1].End() >= e.Offset {
+				t.Fatalf("extents %v and %v overlap or touch", out[i-1], e)
+			}
+		}
+		for _, e := range in {
+			for _, b := range []int64{e.Offset, e.End() - 1} {
+				if e.Length == 0 {
+					continue
+				}
+				covered := false
+				for _, o := range out {
+					covered = covered || (b >= o.Offset && b < o.End())
+				}
+				if !covered {
+					t.Fatalf("byte %d of input extent %v is not covered by %v", b, e, out)
+				}
+			}
+		}
+	})
+}

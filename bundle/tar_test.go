@@ -3,6 +3,7 @@ package bundle
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha1"
 	"fmt"
@@ -138,34 +139,38 @@ func TestTarAgainstGNUTar(t *testing.T) {
 		name    string
 		size    int64
 		extents []Extent
+		member  string      // default "img"
+		mode    os.FileMode // default 0640
 	}{
-		{"tiny, no holes", 1000, []Extent{{0, 1000}}},
-		{"empty", 0, nil},
-		{"all hole", M, nil},
-		{"ends with a hole", M, []Extent{{0, 8 * K}, {64 * K, 8 * K}}},
-		{"ends with data in a partial block", M + 100, []Extent{{0, 4 * K}, {M - 4*K, 4*K + 100}}},
-		{"leading hole", 256 * K, []Extent{{128 * K, 128 * K}}},
-		{"3 regions: map fits the header", M, every(3, 64*K, 4*K)},
-		{"4 regions: one extension block", M, every(4, 64*K, 4*K)},
-		{"24 regions: extension block full", 2 * M, every(24, 64*K, 4*K)},
-		{"25 regions: two extension blocks", 2 * M, every(25, 64*K, 4*K)},
-		{"60 regions", 4 * M, every(60, 64*K, 4*K)},
-		{"9 GiB: base-256 offsets and size", 9 * G, []Extent{{0, 4 * K}, {8*G + 512*M, 4 * K}, {9*G - 4*K, 4 * K}}},
+		{"tiny, no holes", 1000, []Extent{{0, 1000}}, "", 0},
+		{"empty", 0, nil, "", 0},
+		{"all hole", M, nil, "", 0},
+		{"ends with a hole", M, []Extent{{0, 8 * K}, {64 * K, 8 * K}}, "", 0},
+		{"ends with data in a partial block", M + 100, []Extent{{0, 4 * K}, {M - 4*K, 4*K + 100}}, "", 0},
+		{"leading hole", 256 * K, []Extent{{128 * K, 128 * K}}, "", 0},
+		{"3 regions: map fits the header", M, every(3, 64*K, 4*K), "", 0},
+		{"4 regions: one extension block", M, every(4, 64*K, 4*K), "", 0},
+		{"24 regions: extension block full", 2 * M, every(24, 64*K, 4*K), "", 0},
+		{"25 regions: two extension blocks", 2 * M, every(25, 64*K, 4*K), "", 0},
+		{"60 regions", 4 * M, every(60, 64*K, 4*K), "", 0},
+		{"9 GiB: base-256 offsets and size", 9 * G, []Extent{{0, 4 * K}, {8*G + 512*M, 4 * K}, {9*G - 4*K, 4 * K}}, "", 0},
+		{"99-byte name, setuid and sticky bits", 64 * K, []Extent{{0, 4 * K}}, strings.Repeat("n", 99), 0o755 | os.ModeSetuid | os.ModeSticky},
 	}
 	mtime := time.Date(2024, 2, 29, 12, 34, 56, 0, time.UTC)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			path := filepath.Join(dir, "img")
+			member, mode := cmp.Or(c.member, "img"), cmp.Or(c.mode, 0o640)
+			path := filepath.Join(dir, member)
 			makeSparse(t, path, c.size, c.extents, true)
-			if err := os.Chmod(path, 0o640); err != nil {
+			if err := os.Chmod(path, mode); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.Chtimes(path, mtime, mtime); err != nil {
 				t.Fatal(err)
 			}
 			gnu := filepath.Join(dir, "gnu.tar")
-			run(t, nil, "tar", "-c", "-S", "-f", gnu, "--owner=root:0", "--group=root:0", "-C", dir, "img")
+			run(t, nil, "tar", "-c", "-S", "-f", gnu, "--owner=root:0", "--group=root:0", "-C", dir, member)
 			want, err := os.ReadFile(gnu)
 			if err != nil {
 				t.Fatal(err)
@@ -176,7 +181,7 @@ func TestTarAgainstGNUTar(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer img.Close()
-			got := tarBytes(t, "img", img)
+			got := tarBytes(t, member, img)
 			if i := firstDiff(got, want); i != len(got) || len(got) != len(want) {
 				t.Fatalf("differs from GNU tar at byte %d (len %d vs %d)\nours: %q\nGNU:  %q", i, len(got), len(want), window(got, i), window(want, i))
 			}
@@ -186,7 +191,8 @@ func TestTarAgainstGNUTar(t *testing.T) {
 				t.Fatal(err)
 			}
 			list := string(run(t, nil, "tar", "-tvS", "-f", ours))
-			wantList := fmt.Sprintf("-rw-r----- root/root %d 2024-02-29 12:34 img", c.size)
+			perms := map[os.FileMode]string{0o640: "-rw-r-----", 0o755 | os.ModeSetuid | os.ModeSticky: "-rwsr-xr-t"}[mode]
+			wantList := fmt.Sprintf("%s root/root %d 2024-02-29 12:34 %s", perms, c.size, member)
 			if strings.Join(strings.Fields(list), " ") != wantList {
 				t.Errorf("tar -tvS lists %q, want %q", list, wantList)
 			}
