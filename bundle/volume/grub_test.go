@@ -57,6 +57,7 @@ func TestGRUBBoot(t *testing.T) {
 		{"gpt", "label: gpt\nstart=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649\nstart=4096, size=131072, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n", "(hd0,gpt2)", 2, 4096},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel() // two single-threaded TCG guests use both cores
 			disk := filepath.Join(t.TempDir(), "disk")
 			must(t, os.WriteFile(disk, nil, 0o600))
 			must(t, os.Truncate(disk, 96<<20))
