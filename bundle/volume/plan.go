@@ -62,6 +62,7 @@ type Plan struct {
 	Volume  string // absolute mount point being imaged
 	Source  Mount  // the mount at Volume
 	exclude map[string]string
+	own     map[string]bool // the bundler's files and work directory: excluded even from includes
 	emptied map[string]string
 	pseudo  map[string]bool // mount points of pseudo filesystems: never copied, even if included
 	include []string
@@ -97,7 +98,7 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 	}
 	p := &Plan{
 		Volume: vol, Source: src,
-		exclude: map[string]string{}, emptied: map[string]string{}, pseudo: map[string]bool{},
+		exclude: map[string]string{}, own: map[string]bool{}, emptied: map[string]string{}, pseudo: map[string]bool{},
 		skipped: map[string][]string{}, nskipped: map[string]int{},
 	}
 	for _, d := range alwaysEmptied {
@@ -129,6 +130,7 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 		}
 		if ip, ok := p.imagePath(absClean(o)); ok && ip != "/" {
 			p.exclude[ip] = "bundler's own files"
+			p.own[ip] = true
 		}
 	}
 	for _, e := range cfg.Excludes {
@@ -205,6 +207,14 @@ func within(p, dir string) bool {
 
 // Decide says what to do with the image path ip.
 func (p *Plan) Decide(ip string) Decision {
+	for dir := ip; ; dir = filepath.Dir(dir) {
+		if p.own[dir] {
+			return Decision{Skip, p.exclude[dir]}
+		}
+		if dir == "/" {
+			break
+		}
+	}
 	if p.pseudo[ip] {
 		return Decision{EmptyDir, p.emptied[ip]}
 	}

@@ -96,6 +96,20 @@ func TestPlanDecide(t *testing.T) {
 			t.Errorf("Decide(%s) = %v (%s), want %v", c.path, got.Action, got.Reason, c.want)
 		}
 	}
+	// The bundler's own files stay out even when an include covers them.
+	q := samplePlan(t, PlanConfig{Includes: []string{"/var"}, Own: []string{"/var/tmp/instancestore-bundle-1"}})
+	for _, c := range []struct {
+		path string
+		want Action
+	}{
+		{"/var/tmp/instancestore-bundle-1/image", Skip},
+		{"/var/tmp/instancestore-bundle-1", Skip},
+		{"/var/tmp/other", Copy},
+	} {
+		if got := q.Decide(c.path); got.Action != c.want {
+			t.Errorf("Decide(%s) = %v (%s), want %v", c.path, got.Action, got.Reason, c.want)
+		}
+	}
 	if !p.IncludeRelated("/var/cache/keep/x") || p.IncludeRelated("/var/cache/apt") {
 		t.Error("IncludeRelated wrong for /var/cache children")
 	}
