@@ -276,21 +276,29 @@ type bundleFixture struct {
 	marker   string
 }
 
-func makeBundle(t *testing.T, srv *Server) *bundleFixture {
+// makeRootImage makes an ext4 image of the lite root with a marker file in /etc.
+func makeRootImage(t *testing.T) (img, marker string) {
 	t.Helper()
 	work := t.TempDir()
 	tree := filepath.Join(work, "tree")
 	if out, err := exec.Command("cp", "-a", liteRoot(t), tree).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, out)
 	}
-	marker := fmt.Sprintf("bundled-%d", time.Now().UnixNano())
+	marker = fmt.Sprintf("bundled-%d", time.Now().UnixNano())
 	if err := os.WriteFile(filepath.Join(tree, "etc/instancestore-marker"), []byte(marker+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	img := filepath.Join(work, "root.img")
+	img = filepath.Join(work, "root.img")
 	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-L", "cloudimg-rootfs", "-d", tree, img, "96M").CombinedOutput(); err != nil {
 		t.Fatalf("mke2fs: %v %s", err, out)
 	}
+	return img, marker
+}
+
+func makeBundle(t *testing.T, srv *Server) *bundleFixture {
+	t.Helper()
+	work := t.TempDir()
+	img, marker := makeRootImage(t)
 	im, err := bundle.OpenImage(img)
 	if err != nil {
 		t.Fatal(err)
@@ -482,5 +490,68 @@ func TestRegisterBundleAndRun(t *testing.T) {
 	waitState(t, e.ec2, id, types.InstanceStateNameTerminated)
 	if l := leftovers(t, e.srv); len(l) > 0 {
 		t.Fatalf("left behind after terminate:\n%s", strings.Join(l, "\n"))
+	}
+}
+
+// TestRegisterBundlerCLIOutput registers what `instancestore-bundler bundle-image`
+// writes (parts and manifest files), uploaded with aws-exec-read, and runs it.
+func TestRegisterBundlerCLIOutput(t *testing.T) {
+	testroot.Require(t)
+	bin := filepath.Join(t.TempDir(), "instancestore-bundler")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/instancestore-bundler").CombinedOutput(); err != nil {
+		t.Fatalf("building the bundler: %v\n%s", err, out)
+	}
+	backend, err := s3env.StartGoFakeS3()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backend.Close() })
+	front, err := s3env.NewFront(backend, s3env.FrontOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { front.Close() })
+	e := startRunningServer(t, Config{S3: FrontReader{Front: front}})
+	ctx := ctxT(t)
+	img, marker := makeRootImage(t)
+	dest := t.TempDir()
+	out, err := exec.Command(bin, "bundle-image", "-i", img, "-u", e.srv.AccountID(), "--ec2cert", e.srv.EC2CertPath(),
+		"-p", "cli", "-d", dest, "-r", "x86_64", "-B", "ami=sda1,root=/dev/sda1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("bundle-image: %v\n%s", err, out)
+	}
+	s3c := front.Client("us-east-1")
+	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("cli-amis")}); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := os.ReadDir(dest)
+	if len(files) < 2 {
+		t.Fatalf("bundle-image wrote %v", files)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(filepath.Join(dest, f.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("cli-amis"), Key: aws.String("x/" + f.Name()),
+			Body: bytes.NewReader(data), ACL: s3types.ObjectCannedACLAwsExecRead}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg, err := e.ec2.RegisterImage(ctx, &ec2.RegisterImageInput{Name: aws.String("from-cli"), ImageLocation: aws.String("cli-amis/x/cli.manifest.xml")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := e.ec2.CreateKeyPair(ctx, &ec2.CreateKeyPairInput{KeyName: aws.String("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := e.ec2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: reg.ImageId, InstanceType: "m1.small", MinCount: aws.Int32(1), MaxCount: aws.Int32(1), KeyName: aws.String("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := waitState(t, e.ec2, aws.ToString(run.Instances[0].InstanceId), types.InstanceStateNameRunning)
+	if got := sshRun(t, aws.ToString(in.PrivateIpAddress), "root", aws.ToString(kp.KeyMaterial), "cat /etc/instancestore-marker"); strings.TrimSpace(got) != marker {
+		t.Fatalf("instance of the CLI's bundle sees %q, want %q", got, marker)
 	}
 }
