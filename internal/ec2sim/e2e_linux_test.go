@@ -491,6 +491,24 @@ func TestRegisterBundleAndRun(t *testing.T) {
 	if l := leftovers(t, e.srv); len(l) > 0 {
 		t.Fatalf("left behind after terminate:\n%s", strings.Join(l, "\n"))
 	}
+	// Deregistering frees the unbundled image, but only once no copy uses it.
+	imgFile := filepath.Join(e.srv.cfg.DataDir, "images", aws.ToString(reg.ImageId)+".img")
+	cp, err := e.ec2.CopyImage(ctx, &ec2.CopyImageInput{SourceImageId: reg.ImageId, SourceRegion: aws.String("us-east-1"), Name: aws.String("copy-of-bundled")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: reg.ImageId}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(imgFile); err != nil {
+		t.Fatalf("the image of %s went while its copy %s uses it: %v", aws.ToString(reg.ImageId), aws.ToString(cp.ImageId), err)
+	}
+	if _, err := e.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: cp.ImageId}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(imgFile); err == nil {
+		t.Fatalf("%s is still there after both AMIs were deregistered", imgFile)
+	}
 }
 
 // TestRegisterBundlerCLIOutput registers what `instancestore-bundler bundle-image`

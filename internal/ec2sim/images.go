@@ -1,6 +1,7 @@
 package ec2sim
 
 import (
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -317,6 +318,7 @@ func deregisterImage(c *call) (metaSetter, error) {
 	}
 	im.state = "deregistered"
 	delete(st.tags, im.id)
+	c.s.dropImageFile(im)
 	return &returnResp{Return: true}, nil
 }
 
@@ -558,4 +560,21 @@ func (c *call) checkNameFree(name string) error {
 		}
 	}
 	return nil
+}
+
+// dropImageFile removes a deregistered AMI's unbundled image from the data dir unless
+// another AMI (a CopyImage) still uses it. Running instances have their own copies.
+// Caller holds mu.
+func (s *Server) dropImageFile(im *image) {
+	if im.root.Image == "" || !strings.HasPrefix(im.root.Image, s.cfg.DataDir+string(os.PathSeparator)) {
+		return // seeded roots belong to whoever seeded them
+	}
+	for _, other := range s.st.images {
+		if other != im && other.state != "deregistered" && other.root.Image == im.root.Image {
+			return
+		}
+	}
+	if err := os.Remove(im.root.Image); err != nil && !os.IsNotExist(err) {
+		s.cfg.Logf("ec2sim: removing the image of deregistered %s: %v", im.id, err)
+	}
 }

@@ -245,7 +245,12 @@ func (e *Env) Close() error {
 	if e.S3Backend != nil {
 		errs = append(errs, e.S3Backend.Close())
 	}
-	errs = append(errs, os.RemoveAll(filepath.Join(e.Dir, "instances")))
+	// The simulator's state lives in memory: its AMI images and base roots mean
+	// nothing to the next run. The EC2 key and certificate stay, so that a template's
+	// ec2_cert_path keeps working across up/down.
+	for _, d := range []string{"instances", "roots", filepath.Join("ec2", "images")} {
+		errs = append(errs, os.RemoveAll(filepath.Join(e.Dir, d)))
+	}
 	return errors.Join(errs...)
 }
 

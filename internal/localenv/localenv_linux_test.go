@@ -143,6 +143,11 @@ func TestStartInProcess(t *testing.T) {
 	if ns == "" {
 		t.Fatalf("no namespace holds the instance address %s", ip)
 	}
+	cert := v["INSTANCESTORE_EC2_CERT"]
+	certPEM, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -151,6 +156,23 @@ func TestStartInProcess(t *testing.T) {
 	}
 	if _, err := os.Stat("/run/netns/" + ns); err == nil {
 		t.Fatalf("instance namespace %s still there after Close", ns)
+	}
+	for _, d := range []string{"instances", "roots", "ec2/images"} {
+		if _, err := os.Stat(filepath.Join(dir, d)); err == nil {
+			t.Errorf("%s still there after Close", d)
+		}
+	}
+	// The EC2 certificate outlives the environment: the next one uses it again.
+	e2, err := Start(context.Background(), Options{Dir: dir, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	if got := varMap(e2.Vars())["INSTANCESTORE_EC2_CERT"]; got != cert {
+		t.Fatalf("EC2 cert %s, then %s", cert, got)
+	}
+	if again, _ := os.ReadFile(cert); !bytes.Equal(again, certPEM) {
+		t.Fatal("the EC2 certificate changed between two environments in one directory")
 	}
 }
 
