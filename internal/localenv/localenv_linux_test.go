@@ -310,3 +310,50 @@ func TestDebianAMI(t *testing.T) {
 		t.Fatalf("left behind: %v", l)
 	}
 }
+
+// TestDownAfterCrash: the daemon dies with SIGKILL while an instance runs; down still
+// leaves nothing of it behind.
+func TestDownAfterCrash(t *testing.T) {
+	testroot.Require(t)
+	bin := buildCommand(t)
+	dir := t.TempDir()
+	if out, err := exec.Command(bin, "up", "--dir", dir).Output(); err != nil {
+		t.Fatalf("up: %v %s", err, out)
+	}
+	vars, err := ReadEnvFile(filepath.Join(dir, EnvFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := varMap(vars)
+	ip, _ := launchAndSSH(t, v, "true")
+	ns := netnsOf(t, ip)
+	if ns == "" {
+		t.Fatalf("no namespace holds the instance address %s", ip)
+	}
+	pidB, _ := os.ReadFile(filepath.Join(dir, PIDFileName))
+	var pid int
+	if _, err := fmtSscan(string(pidB), &pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); processAlive(pid); {
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon survived SIGKILL")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out, err := exec.Command(bin, "down", "--dir", dir).CombinedOutput(); err != nil {
+		t.Fatalf("down after a crash: %v\n%s", err, out)
+	}
+	if l := Leftovers(dir); len(l) > 0 {
+		t.Fatalf("left behind: %v", l)
+	}
+	if _, err := os.Stat("/run/netns/" + ns); err == nil {
+		t.Fatalf("instance namespace %s still there after down", ns)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "instances")); err == nil {
+		t.Fatal("instance copies still there after down")
+	}
+}
