@@ -142,3 +142,31 @@ func TestSigV4QueryGET(t *testing.T) {
 		t.Fatalf("tampered GET: HTTP %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestSigV4Presigned: a presigned GET (signature in the query) works, and the same
+// URL with a parameter changed does not.
+func TestSigV4Presigned(t *testing.T) {
+	e := startServer(t, Config{})
+	signer := v4.NewSigner()
+	req, _ := http.NewRequest(http.MethodGet, e.srv.URL()+"/?Action=DescribeRegions&Version=2016-11-15&RegionName.1=eu-west-1", nil)
+	creds := aws.Credentials{AccessKeyID: testCreds.AccessKeyID, SecretAccessKey: testCreds.SecretAccessKey}
+	u, _, err := signer.PresignHTTP(context.Background(), creds, req, "UNSIGNED-PAYLOAD", "ec2", "us-east-1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(u string) (int, string) {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(u); code != 200 || !strings.Contains(body, "<regionName>eu-west-1</regionName>") {
+		t.Fatalf("presigned GET: %d %s", code, body)
+	}
+	if code, body := get(strings.Replace(u, "eu-west-1", "eu-west-2", 1)); code != 401 || !strings.Contains(body, "AuthFailure") {
+		t.Fatalf("tampered presigned GET: %d %s", code, body)
+	}
+}
