@@ -246,9 +246,10 @@ func (e *Env) Close() error {
 		errs = append(errs, e.S3Backend.Close())
 	}
 	// The simulator's state lives in memory: its AMI images and base roots mean
-	// nothing to the next run. The EC2 key and certificate stay, so that a template's
-	// ec2_cert_path keeps working across up/down.
-	for _, d := range []string{"instances", "roots", filepath.Join("ec2", "images")} {
+	// nothing to the next run, nor do MinIO's objects without the ACLs the front
+	// recorded. The EC2 key and certificate stay, so that a template's ec2_cert_path
+	// keeps working across up/down.
+	for _, d := range []string{"instances", "roots", filepath.Join("ec2", "images"), "minio"} {
 		errs = append(errs, os.RemoveAll(filepath.Join(e.Dir, d)))
 	}
 	return errors.Join(errs...)
