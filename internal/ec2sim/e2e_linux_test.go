@@ -198,6 +198,20 @@ func TestRunSeededInstance(t *testing.T) {
 	if !strings.HasPrefix(ip, "169.254.") {
 		t.Fatalf("private IP %q is not a namespace address", ip)
 	}
+	// What the SDK read back of the instance, field by field.
+	if aws.ToString(in.ImageId) != lite || in.InstanceType != types.InstanceTypeM3Medium || aws.ToString(in.KeyName) != "k" ||
+		aws.ToString(in.Placement.AvailabilityZone) != "us-east-1a" || !strings.HasPrefix(aws.ToString(in.SubnetId), "subnet-") ||
+		!strings.HasPrefix(aws.ToString(in.VpcId), "vpc-") || len(in.SecurityGroups) != 1 || aws.ToString(in.SecurityGroups[0].GroupName) != "default" ||
+		in.LaunchTime == nil || time.Since(*in.LaunchTime) > time.Minute || in.Architecture != types.ArchitectureValuesX8664 ||
+		in.RootDeviceType != types.DeviceTypeInstanceStore || in.VirtualizationType != types.VirtualizationTypeParavirtual ||
+		aws.ToString(in.PublicIpAddress) != ip || len(in.Tags) != 1 || in.State.Code == nil || *in.State.Code != 16 {
+		t.Fatalf("DescribeInstances: %+v", in)
+	}
+	byFilter, err := e.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{
+		{Name: aws.String("instance-state-name"), Values: []string{"running"}}, {Name: aws.String("tag:Name"), Values: []string{"t"}}}})
+	if err != nil || len(byFilter.Reservations) != 1 || aws.ToString(byFilter.Reservations[0].Instances[0].InstanceId) != id {
+		t.Fatalf("DescribeInstances by filter: %v %+v", err, byFilter)
+	}
 	st, err := e.ec2.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{id}})
 	if err != nil || len(st.InstanceStatuses) != 1 || st.InstanceStatuses[0].InstanceStatus.Status != types.SummaryStatusOk {
 		t.Fatalf("DescribeInstanceStatus: %v %+v", err, st)
