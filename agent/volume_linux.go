@@ -9,9 +9,12 @@ import (
 	"github.com/instancestore/packer-plugin-instancestore/bundle/volume"
 )
 
+// volumeImage is the imaging result the agent bundles and removes.
+type volumeImage = volume.Image
+
 // buildVolumeImage images the volume of req into its scratch directory and returns
 // the image path. The agent's own files (binary and work directory) are left out.
-func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...any)) (*volume.Image, error) {
+func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...any)) (*volumeImage, error) {
 	v := req.Volume
 	scratch := v.Scratch
 	if scratch == "" {
