@@ -65,28 +65,10 @@ func TestPackerBuild(t *testing.T) {
 	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
 		t.Skip("the test plugin serves as the agent only on linux/amd64")
 	}
-	packer := packerBin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-
-	// The plugin, installed where only this test's Packer looks.
-	pluginBin := filepath.Join(dir, "packer-plugin-instancestore")
-	build := exec.CommandContext(ctx, "go", "build", "-ldflags=-s -w", "-o", pluginBin, "./testdata/plugin")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the test plugin: %v: %s", err, out)
-	}
-	env := append(os.Environ(),
-		"PACKER_PLUGIN_PATH="+filepath.Join(dir, "plugins"),
-		"PACKER_CONFIG_DIR="+filepath.Join(dir, "config"),
-		"PACKER_CACHE_DIR="+filepath.Join(dir, "cache"),
-		"CHECKPOINT_DISABLE=1", "HOME="+dir)
-	install := exec.CommandContext(ctx, packer, "plugins", "install", "--path", pluginBin, "github.com/instancestore/instancestore")
-	install.Env = env
-	if out, err := install.CombinedOutput(); err != nil {
-		t.Fatalf("packer plugins install: %v: %s", err, out)
-	}
+	packer, env := installPlugin(t, dir)
 
 	// The instance and S3.
 	root := filepath.Join(dir, "root")
@@ -289,7 +271,9 @@ build {
 	}
 	sawAgent := false
 	for _, c := range cmdlines {
-		if strings.Contains(c, "instancestore-bundler-agent") {
+		// The agent runs from its private directory, as the embedded binary
+		// ("instancestore-bundler agent") or the plugin itself (PluginArg).
+		if strings.Contains(c, "/instancestore-agent.") && strings.Contains(c, "/instancestore-bundler") {
 			sawAgent = true
 		}
 	}
@@ -311,6 +295,65 @@ build {
 				t.Errorf("%s on a command line: %.200q", what, c)
 			}
 		}
+	}
+}
+
+// installPlugin builds the test plugin (testdata/plugin) and installs it where only
+// this test's Packer looks; it returns Packer and the environment to run it with.
+func installPlugin(t *testing.T, dir string) (string, []string) {
+	t.Helper()
+	packer := packerBin(t)
+	pluginBin := filepath.Join(dir, "packer-plugin-instancestore")
+	build := exec.Command("go", "build", "-ldflags=-s -w", "-o", pluginBin, "./testdata/plugin")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the test plugin: %v: %s", err, out)
+	}
+	env := append(os.Environ(),
+		"PACKER_PLUGIN_PATH="+filepath.Join(dir, "plugins"),
+		"PACKER_CONFIG_DIR="+filepath.Join(dir, "config"),
+		"PACKER_CACHE_DIR="+filepath.Join(dir, "cache"),
+		"CHECKPOINT_DISABLE=1", "HOME="+dir)
+	install := exec.Command(packer, "plugins", "install", "--path", pluginBin, "github.com/instancestore/instancestore")
+	install.Env = env
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("packer plugins install: %v: %s", err, out)
+	}
+	return packer, env
+}
+
+// TestDocsTemplateValidates: the template on the docs page passes `packer validate`.
+func TestDocsTemplateValidates(t *testing.T) {
+	testroot.Short(t, "builds the plugin and runs Packer")
+	page, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "provisioners", "instancestore-bundle.mdx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(page), "```hcl\n")
+	if !ok {
+		t.Fatal("no HCL example on the docs page")
+	}
+	src, _, _ := strings.Cut(rest, "```")
+	dir := t.TempDir()
+	packer, env := installPlugin(t, dir)
+	tpl := filepath.Join(dir, "example.pkr.hcl")
+	os.WriteFile(tpl, []byte(src), 0o644)
+	cmd := exec.Command(packer, "validate", tpl)
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("packer validate of the docs example: %v\n%s\n%s", err, out, src)
+	}
+	// And a broken one is refused with the provisioner's message.
+	bad := strings.Replace(src, `s3_bucket     = "my-bundles"`, `s3_bucket     = "My_Bundles"`, 1)
+	if bad == src {
+		t.Fatal("the docs example changed: update this test's replacement")
+	}
+	os.WriteFile(tpl, []byte(bad), 0o644)
+	cmd = exec.Command(packer, "validate", tpl)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "not a valid bucket name") {
+		t.Fatalf("packer validate of a bad bucket name: %v\n%s", err, out)
 	}
 }
 
