@@ -349,3 +349,34 @@ func faultySeed(t *testing.T, n int) int64 {
 	t.Fatal("no seed found")
 	return 0
 }
+
+// TestRootUserAndBadExecuteCommand: as root no sudo is used; an execute_command that
+// cannot start the agent gives an error naming execute_command, and the agent's
+// directory is still removed.
+func TestRootUserAndBadExecuteCommand(t *testing.T) {
+	e := newTestEnv(t, "root", s3env.Faults{})
+	logs := captureLog(t)
+	ui := newRecordingUi()
+	image, data := writeInstanceImage(t, e, 20<<20, 4<<20)
+	cfg, _, priv := baseConfig(e, ui, image)
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Run as root: %v\n%s", err, ui)
+	}
+	if got := unbundleFromS3(t, e, res, priv); !bytes.Equal(got, data) {
+		t.Fatal("the bundle does not decrypt to the image")
+	}
+	if strings.Contains(logs.String(), "sudo") {
+		t.Errorf("sudo used for the root user:\n%s", logs)
+	}
+	checkNothingLeftOnInstance(t, e)
+
+	cfg, _, _ = baseConfig(e, ui, image)
+	cfg.Job.Name = "second"
+	cfg.ExecuteCommand = "exit 3; {{.Path}} {{.Args}}"
+	_, err = Run(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "execute_command") {
+		t.Fatalf("want an error naming execute_command, got %v", err)
+	}
+	checkNothingLeftOnInstance(t, e)
+}

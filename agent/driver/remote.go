@@ -101,18 +101,23 @@ func (r *run) command(path, args string) (string, error) {
 	return b.String(), nil
 }
 
-// removeDir removes the agent's directory (as root: the agent ran as root).
+// removeDir removes the agent's directory. The SSH user made it and everything in it
+// (the agent, running as root, writes nothing there), so a plain rm does; only if that
+// fails is execute_command used (a user's broken execute_command must not keep the
+// cleanup from working).
 func (r *run) removeDir(ctx context.Context) error {
 	if r.dir == "" {
 		return nil
 	}
-	cmd, err := r.command("rm", "-rf -- "+quote(r.dir))
-	if err != nil {
-		return err
-	}
-	cmd = strings.Replace(cmd, quote("rm"), "rm", 1)
-	if _, err := r.remote(ctx, cmd); err != nil {
-		return err
+	if _, err := r.remote(ctx, "rm -rf -- "+quote(r.dir)); err != nil {
+		cmd, terr := r.command("rm", "-rf -- "+quote(r.dir))
+		if terr != nil {
+			return err
+		}
+		cmd = strings.Replace(cmd, quote("rm"), "rm", 1)
+		if _, err := r.remote(ctx, cmd); err != nil {
+			return err
+		}
 	}
 	r.dir = ""
 	return nil
