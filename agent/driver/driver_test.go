@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"net/http"
@@ -124,14 +125,18 @@ func checkNothingLeftOnInstance(t *testing.T, e *testEnv) {
 	if len(left) > 0 {
 		t.Fatalf("left on the instance: %v", left)
 	}
-	// No agent process of this instance survives.
+	// No agent process of this instance survives (other tests' instances may run
+	// agents at the same time: look at this one's processes only).
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		found := ""
-		paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-		for _, p := range paths {
-			b, _ := os.ReadFile(p)
-			if bytes.Contains(b, []byte("instancestore-agent.")) && bytes.Contains(b, []byte("instancestore-bundler")) {
+		pids, err := e.inst.PIDs()
+		if err != nil {
+			t.Fatalf("listing the instance's processes: %v", err)
+		}
+		for _, pid := range pids {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if bytes.Contains(b, []byte("instancestore-bundler")) {
 				found = string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 			}
 		}
