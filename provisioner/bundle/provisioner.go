@@ -48,6 +48,11 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 	if err != nil {
 		return err
 	}
+	// Credentials from the environment or a profile are secrets too, not only those
+	// written in the template.
+	if creds, err := awsCfg.Credentials.Retrieve(ctx); err == nil {
+		packersdk.LogSecretFilter.Set(creds.SecretAccessKey, creds.SessionToken)
+	}
 	region := awsCfg.Region
 	if region == "" {
 		return fmt.Errorf("no AWS region: set region (the bundle's bucket and the AMI must be in it)")
