@@ -73,6 +73,7 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	generatedData := &packerbuilderdata.GeneratedData{State: state}
 
 	steps := []multistep.Step{
+		&stepSweep{BuildID: c.buildID, PollingConfig: c.PollingConfig},
 		&awscommon.StepPreValidate{
 			DestAmiName:     c.AMIName,
 			ForceDeregister: c.AMIForceDeregister,

@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/random"
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
+	"github.com/hashicorp/packer-plugin-sdk/uuid"
 )
 
 // Config is the `instancestore` builder's configuration. It embeds the amazon plugin's
@@ -123,6 +124,8 @@ type Config struct {
 	X509UploadPath string `mapstructure:"x509_upload_path" required:"false"`
 
 	ctx interpolate.Context
+	// buildID is this build's value of the BuildTagKey tag.
+	buildID string
 }
 
 // Defaults that Prepare applies.
@@ -191,6 +194,13 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	errs = packersdk.MultiErrorAppend(errs, c.LaunchMappings.Prepare(&c.ctx)...)
 	errs = packersdk.MultiErrorAppend(errs, c.AMIConfig.Prepare(&c.AccessConfig, &c.ctx)...)
 	errs = packersdk.MultiErrorAppend(errs, c.RunConfig.Prepare(&c.ctx)...)
+	// Every resource the build launches carries the build's tag, so that an
+	// interrupted build can find and remove what it made (see stepSweep).
+	c.buildID = uuid.TimeOrderedUUID()
+	if c.RunTags == nil {
+		c.RunTags = map[string]string{}
+	}
+	c.RunTags[BuildTagKey] = c.buildID
 
 	// account_id
 	if c.AccountId != "" {

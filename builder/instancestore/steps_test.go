@@ -409,3 +409,57 @@ func TestStepManifestLocationsAndArtifactDestroy(t *testing.T) {
 		t.Errorf("Destroy left objects: %v", objs)
 	}
 }
+
+func TestStepSweepRemovesTaggedLeftovers(t *testing.T) {
+	s := startSim(t)
+	ctx := context.Background()
+	c := testConfig(t)
+	tag := func(rt ec2types.ResourceType, id string) []ec2types.TagSpecification {
+		return []ec2types.TagSpecification{{ResourceType: rt, Tags: []ec2types.Tag{{Key: aws.String(BuildTagKey), Value: aws.String(id)}}}}
+	}
+	// What an interrupted CreateKeyPair / CreateSecurityGroup leaves: this build's and
+	// another build's.
+	for _, id := range []string{c.buildID, "other-build"} {
+		if _, err := s.ec2.CreateKeyPair(ctx, &ec2.CreateKeyPairInput{KeyName: aws.String("kp-" + id), TagSpecifications: tag(ec2types.ResourceTypeKeyPair, id)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ec2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String("grp-" + id), Description: aws.String("t"),
+			TagSpecifications: tag(ec2types.ResourceTypeSecurityGroup, id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.RunTags[BuildTagKey] != c.buildID || c.buildID == "" {
+		t.Fatalf("run_tags %v lack the build tag", c.RunTags)
+	}
+	st, _ := s.state(c)
+	step := &stepSweep{BuildID: c.buildID, PollingConfig: new(awscommon.AWSPollingConfig)}
+	names := func() (kps, sgs []string) {
+		k, err := s.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kp := range k.KeyPairs {
+			kps = append(kps, aws.ToString(kp.KeyName))
+		}
+		g, err := s.ec2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sg := range g.SecurityGroups {
+			if aws.ToString(sg.GroupName) != "default" {
+				sgs = append(sgs, aws.ToString(sg.GroupName))
+			}
+		}
+		return kps, sgs
+	}
+	step.Cleanup(st) // a successful build: nothing removed
+	if kps, sgs := names(); len(kps) != 2 || len(sgs) != 2 {
+		t.Fatalf("Cleanup of a successful build removed something: %v %v", kps, sgs)
+	}
+	st.Put(multistep.StateCancelled, true)
+	step.Cleanup(st)
+	kps, sgs := names()
+	if !slices.Equal(kps, []string{"kp-other-build"}) || !slices.Equal(sgs, []string{"grp-other-build"}) {
+		t.Errorf("after the sweep: key pairs %v, security groups %v; want only the other build's", kps, sgs)
+	}
+}
