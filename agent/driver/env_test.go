@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -156,6 +157,9 @@ func (e *testEnv) awsConfig() aws.Config {
 		Region:       e.region,
 		BaseEndpoint: aws.String(e.front.URL()),
 		Credentials:  credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, ""),
+		// As max_retries does for users: enough that a 10% fault rate never exhausts it.
+		RetryMaxAttempts: 10,
+		HTTPClient:       &http.Client{Timeout: 20 * time.Second},
 	}
 }
 
