@@ -123,7 +123,7 @@ func testImage(t *testing.T, size int64) (string, []byte) {
 	return p, data
 }
 
-func newRequest(t *testing.T, image string) (Request, bundle.Key) {
+func newRequest(t testing.TB, image string) (Request, bundle.Key) {
 	k, err := bundle.NewKey()
 	if err != nil {
 		t.Fatal(err)
