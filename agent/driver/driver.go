@@ -95,6 +95,9 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	if cfg.ProgressInterval <= 0 {
 		cfg.ProgressInterval = 10 * time.Second
 	}
+	if err := bundle.CheckBaseName("bundle name", cfg.Job.Name); err != nil {
+		return nil, err
+	}
 	if cfg.Architecture == "" {
 		cfg.Architecture = "x86_64"
 	}
