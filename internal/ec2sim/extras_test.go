@@ -1,6 +1,8 @@
 package ec2sim
 
 import (
+	"context"
+	"net/url"
 	"testing"
 	"time"
 
@@ -53,5 +55,21 @@ func TestDeprecationProtectionAndNoEBS(t *testing.T) {
 		Filters: []types.Filter{{Name: aws.String("instance-type"), Values: []string{"m3.medium"}}}})
 	if err != nil || len(types.InstanceTypeOfferings) != 3 {
 		t.Fatalf("DescribeInstanceTypeOfferings: %v %+v", err, types)
+	}
+}
+
+// TestGoneCallerCommitsNothing: a CreateKeyPair whose caller went away (cancelled
+// context) before the key was made leaves no key pair.
+func TestGoneCallerCommitsNothing(t *testing.T) {
+	e := startServer(t, Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c := &call{s: e.srv, p: newParams(url.Values{"KeyName": {"gone"}}), region: "us-east-1", action: "CreateKeyPair", reqID: "test", ctx: ctx}
+	if _, err := createKeyPair(c); err == nil {
+		t.Fatal("CreateKeyPair of a gone caller succeeded")
+	}
+	out, err := e.ec2.DescribeKeyPairs(ctxT(t), &ec2.DescribeKeyPairsInput{})
+	if err != nil || len(out.KeyPairs) != 0 {
+		t.Fatalf("key pairs after a gone caller: %v %+v", err, out)
 	}
 }

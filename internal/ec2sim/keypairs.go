@@ -100,6 +100,9 @@ func createKeyPair(c *call) (metaSetter, error) {
 	st := c.s.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if err := c.stillWanted(); err != nil {
+		return nil, err
+	}
 	if _, ok := st.keyPairs[c.region+"/"+name]; ok {
 		return nil, apiErr(400, "InvalidKeyPair.Duplicate", "The keypair already exists")
 	}

@@ -111,6 +111,11 @@ func registerImage(c *call) (metaSetter, error) {
 	imgPath, m, err := c.s.unbundleFromS3(c.ctx, c.region, loc, im.id)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if err == nil {
+		if err = c.stillWanted(); err != nil {
+			os.Remove(imgPath)
+		}
+	}
 	if err != nil {
 		delete(st.images, im.id)
 		return nil, err

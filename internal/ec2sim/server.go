@@ -257,6 +257,16 @@ type call struct {
 	ctx    context.Context
 }
 
+// stillWanted reports an error when the caller has gone away (its connection closed,
+// e.g. a cancelled SDK call) before a slow action commits: the simulator then applies
+// nothing, so a client that saw "context canceled" leaves no key pair or AMI behind.
+func (c *call) stillWanted() error {
+	if err := c.ctx.Err(); err != nil {
+		return fmt.Errorf("the caller went away before %s completed: %w", c.action, err)
+	}
+	return nil
+}
+
 type metaSetter interface{ setRequestID(id string) }
 
 // ResponseMeta is embedded in every EC2 response body: the request id. (Exported so
