@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 func minioFront(t *testing.T) *s3env.Front {
 	t.Helper()
 	minioOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute) // MinIO may be built first (minutes)
 		defer cancel()
 		minioDir, _ = os.MkdirTemp("", "s3bundle-minio-")
 		minioB, minioErr = s3env.StartMinIO(ctx, filepath.Join(minioDir, "data"), s3env.Credentials{})

@@ -58,7 +58,7 @@ func sharedEnv(t *testing.T) {
 	t.Helper()
 	testroot.Require(t)
 	envOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute) // MinIO may be built first (minutes)
 		defer cancel()
 		if envDir, envErr = os.MkdirTemp("", "driver-test-"); envErr != nil {
 			return

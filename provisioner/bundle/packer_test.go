@@ -65,7 +65,7 @@ func TestPackerBuild(t *testing.T) {
 	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
 		t.Skip("the test plugin serves as the agent only on linux/amd64")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute) // Packer and MinIO may be built first
 	defer cancel()
 	dir := t.TempDir()
 	packer, env := installPlugin(t, dir)
