@@ -43,6 +43,11 @@ func TestMain(m *testing.M) {
 // included).
 func minioFront(t *testing.T) *s3env.Front {
 	t.Helper()
+	return minioFrontWith(t, s3env.FrontOptions{})
+}
+
+func minioFrontWith(t *testing.T, opts s3env.FrontOptions) *s3env.Front {
+	t.Helper()
 	minioOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute) // MinIO may be built first (minutes)
 		defer cancel()
@@ -53,7 +58,7 @@ func minioFront(t *testing.T) *s3env.Front {
 		t.Fatalf("StartMinIO: %v", minioErr)
 	}
 	waitReady(t, minioB)
-	f, err := s3env.NewFront(minioB, s3env.FrontOptions{})
+	f, err := s3env.NewFront(minioB, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,6 +259,34 @@ func TestPreflight(t *testing.T) {
 		}
 		if r, _ := f.BucketRegion(b.Name); r != "eu-west-1" {
 			t.Fatalf("created in region %q", r)
+		}
+	})
+	t.Run("ACLs disabled", func(t *testing.T) {
+		b := newBucket(t, f, "us-east-1", uniqueName(t), "", true)
+		f.SetObjectOwnership(b.Name, "BucketOwnerEnforced")
+		_, err := b.Preflight(ctx, PreflightOptions{})
+		if err == nil || !strings.Contains(err.Error(), "ACLs disabled") || !strings.Contains(err.Error(), "Object writer") {
+			t.Fatalf("want the ACLs-disabled explanation, got %v", err)
+		}
+	})
+	t.Run("ACLs disabled, ownership controls unreadable", func(t *testing.T) {
+		// The probe upload still catches it, with S3's error explained.
+		b := newBucket(t, f, "us-east-1", uniqueName(t), "", true)
+		f.SetObjectOwnership(b.Name, "BucketOwnerEnforced")
+		err := b.probe(ctx)
+		if err == nil || !strings.Contains(err.Error(), "AccessControlListNotSupported") || !strings.Contains(err.Error(), "Bucket owner enforced") {
+			t.Fatalf("want AccessControlListNotSupported explained, got %v", err)
+		}
+	})
+	t.Run("created with ACLs enabled", func(t *testing.T) {
+		// As on AWS since 2023: new buckets have ACLs disabled unless asked otherwise.
+		f := minioFrontWith(t, s3env.FrontOptions{DefaultObjectOwnership: "BucketOwnerEnforced"})
+		b := newBucket(t, f, "us-east-1", uniqueName(t), "", false)
+		if _, err := b.Preflight(ctx, PreflightOptions{Create: true}); err != nil {
+			t.Fatal(err)
+		}
+		if o := f.ObjectOwnership(b.Name); o != "ObjectWriter" {
+			t.Fatalf("created bucket's Object Ownership %q, want ObjectWriter", o)
 		}
 	})
 	t.Run("wrong region", func(t *testing.T) {
