@@ -463,3 +463,49 @@ func TestStepSweepRemovesTaggedLeftovers(t *testing.T) {
 		t.Errorf("after the sweep: key pairs %v, security groups %v; want only the other build's", kps, sgs)
 	}
 }
+
+// TestRegionCopyAndFailedBuildCleanup copies the AMI to a second region with the
+// shared StepAMIRegionCopy, records both manifest locations, then checks that the
+// register step's Cleanup after a failure deregisters the AMIs in both regions.
+func TestRegionCopyAndFailedBuildCleanup(t *testing.T) {
+	s := startSim(t)
+	// The access config resolves credentials as users' do: here from the environment.
+	creds, err := s.cfg.Credentials.Retrieve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", creds.AccessKeyID)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", creds.SecretAccessKey)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	c := testConfig(t, "ami_virtualization_type", "paravirtual", "instance_type", "m1.small", "ami_name", "copied-ami",
+		"ami_regions", []string{"eu-west-1"})
+	st, reg, _ := s.registered(t, c, "copy-bucket")
+	copyStep := &awscommon.StepAMIRegionCopy{AccessConfig: &c.AccessConfig, Regions: c.AMIRegions, Name: c.AMIName, OriginalRegion: s.region}
+	if copyStep.Run(context.Background(), st) != multistep.ActionContinue {
+		t.Fatalf("region copy: %v", st.Get(keyError))
+	}
+	images := amis(st)
+	if len(images) != 2 || images["eu-west-1"] == "" {
+		t.Fatalf("amis after the copy: %v", images)
+	}
+	if (&stepManifestLocations{}).Run(context.Background(), st) != multistep.ActionContinue {
+		t.Fatalf("manifest locations: %v", st.Get(keyError))
+	}
+	if locs := manifestLocations(st); locs["eu-west-1"] == "" || locs[s.region] == "" {
+		t.Errorf("manifest locations %v", locs)
+	}
+	st.Put(multistep.StateHalted, true)
+	reg.Cleanup(st)
+	for r, id := range images {
+		cl := ec2.NewFromConfig(s.cfg, func(o *ec2.Options) { o.Region = r })
+		out, err := cl.DescribeImages(context.Background(), &ec2.DescribeImagesInput{Owners: []string{"self"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, img := range out.Images {
+			if aws.ToString(img.ImageId) == id {
+				t.Errorf("AMI %s in %s survived the failed build's cleanup", id, r)
+			}
+		}
+	}
+}
