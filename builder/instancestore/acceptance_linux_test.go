@@ -5,6 +5,7 @@ package instancestore
 import (
 	"bufio"
 	"context"
+	"crypto/rsa"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,14 +20,17 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/instancestore/packer-plugin-instancestore/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/internal/localenv"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
+	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 
 // The acceptance tests run the real `packer build` of example/local against the local
@@ -108,7 +112,7 @@ func (a *accEnv) envList(extra ...string) []string {
 // build runs `packer build` of example/local with the given bucket. When cancelAt is
 // not empty, SIGINT is sent as soon as a line of packer's output contains it. It
 // returns packer's output and its exit error.
-func (a *accEnv) build(t *testing.T, outDir, bucket, cancelAt string) (string, error, bool) {
+func (a *accEnv) build(t *testing.T, outDir, bucket, cancelAt string, vars ...string) (string, error, bool) {
 	t.Helper()
 	dir := filepath.Join(a.root, "example", "local")
 	if out, err := a.run(t, dir, a.envList(), "init", "."); err != nil {
@@ -116,7 +120,11 @@ func (a *accEnv) build(t *testing.T, outDir, bucket, cancelAt string) (string, e
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, a.packer, "build", "-color=false", "-var", "output_dir="+outDir, "-var", "s3_bucket="+bucket, ".")
+	args := []string{"build", "-color=false", "-var", "output_dir=" + outDir, "-var", "s3_bucket=" + bucket}
+	for _, v := range vars {
+		args = append(args, "-var", v)
+	}
+	cmd := exec.CommandContext(ctx, a.packer, append(args, ".")...)
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), a.env...), a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log"))...)
 	// Packer runs itself under a wrapper process, and a terminal's Ctrl-C reaches the
@@ -260,6 +268,95 @@ func (a *accEnv) emptyBucket(t *testing.T, bucket string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestAcceptanceLocalBuildX509: with x509_cert_path and x509_key_path the manifest is
+// signed with the user's key and the bundle key is wrapped for the user's certificate
+// as well, so the user can verify and unbundle the image later: checked here by
+// verifying the signature and every part with the key unwrapped by the user's key.
+func TestAcceptanceLocalBuildX509(t *testing.T) {
+	a := startLocal(t)
+	ctx := context.Background()
+	outDir := t.TempDir()
+	bucket := "acc-x509"
+	certPath, _ := filepath.Abs("testdata/user-cert.pem")
+	keyPath, _ := filepath.Abs("testdata/user-key.pem")
+	out, err, _ := a.build(t, outDir, bucket, "", "x509_cert_path="+certPath, "x509_key_path="+keyPath)
+	if err != nil {
+		a.failWithLog(t, outDir, out, err)
+	}
+	if strings.Contains(out, "No X.509 certificate given") {
+		t.Errorf("the build used a throw-away certificate although x509_cert_path was set")
+	}
+	gen, err := os.ReadFile(filepath.Join(outDir, "generated-data.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(gen))
+	if len(fields) != 2 {
+		t.Fatalf("generated-data.txt %q", gen)
+	}
+	bkt, prefix, name, err := parseImageLocation(strings.TrimPrefix(fields[1], "s3://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := aws.Config{Region: a.vars["AWS_REGION"], Credentials: credentials.NewStaticCredentialsProvider(a.vars["AWS_ACCESS_KEY_ID"], a.vars["AWS_SECRET_ACCESS_KEY"], "")}
+	cfg.BaseEndpoint = aws.String(a.vars["AWS_ENDPOINT_URL_S3"])
+	b, err := s3bundle.New(cfg, cfg.Region, bkt, prefix, s3bundle.Options{PathStyle: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.GetManifest(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := readCertificate(certPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := readPrivateKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.VerifySignature(cert.PublicKey.(*rsa.PublicKey)); err != nil {
+		t.Errorf("the manifest is not signed with x509_key_path: %v", err)
+	}
+	key, err := bundle.UnwrapKey(priv, m.UserEncryptedKey, m.UserEncryptedIV)
+	if err != nil {
+		t.Fatalf("the user's key does not unwrap the bundle key: %v", err)
+	}
+	if _, err := bundle.Verify(ctx, m, key, b); err != nil {
+		t.Errorf("verifying the bundle with the user's key: %v", err)
+	}
+	if m.User != a.vars["INSTANCESTORE_ACCOUNT_ID"] {
+		t.Errorf("manifest user %q, want the account %s", m.User, a.vars["INSTANCESTORE_ACCOUNT_ID"])
+	}
+
+	// Clean up through the artifact's own Destroy, as a post-processor would.
+	imgs, err := a.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}})
+	if err != nil || len(imgs.Images) != 1 {
+		t.Fatalf("images: %v %d", err, len(imgs.Images))
+	}
+	t.Setenv("AWS_ENDPOINT_URL_EC2", a.vars["AWS_ENDPOINT_URL_EC2"])
+	t.Setenv("AWS_ENDPOINT_URL_S3", a.vars["AWS_ENDPOINT_URL_S3"])
+	loaded, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(cfg.Region), awsconfig.WithCredentialsProvider(cfg.Credentials))
+	if err != nil {
+		t.Fatal(err)
+	}
+	art := &Artifact{Amis: map[string]string{cfg.Region: aws.ToString(imgs.Images[0].ImageId)}, Config: &loaded,
+		Bundle: &bundleLocation{Bucket: bkt, Prefix: prefix, Region: cfg.Region, PathStyle: true, Objects: append(partNames(m), name+".manifest.xml")}}
+	if err := art.Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	a.checkLeftovers(t, bucket, "")
+}
+
+func partNames(m *bundle.Manifest) []string {
+	var names []string
+	for _, p := range m.Parts {
+		names = append(names, p.Filename)
+	}
+	return names
 }
 
 // sshNewInstance launches ami, runs cmd over SSH as admin and terminates the instance.

@@ -38,6 +38,17 @@ variable "ec2_cert_path" {
   description = "The simulator's EC2 certificate: bundles are wrapped for it instead of AWS's."
 }
 
+variable "x509_cert_path" {
+  type        = string
+  default     = ""
+  description = "Optional: your certificate, so that you can unbundle the image later."
+}
+
+variable "x509_key_path" {
+  type    = string
+  default = ""
+}
+
 variable "ssh_username" {
   type        = string
   default     = "admin"
@@ -61,6 +72,8 @@ source "instancestore" "local" {
   s3_create_bucket    = true
   s3_force_path_style = true
   ec2_cert_path       = var.ec2_cert_path
+  x509_cert_path      = var.x509_cert_path
+  x509_key_path       = var.x509_key_path
 
   ssh_username  = var.ssh_username
   ssh_interface = "private_ip"
