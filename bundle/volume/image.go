@@ -197,7 +197,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	}
 	var sfs unix.Statfs_t
 	if unix.Statfs(scratch, &sfs) == nil {
-		if free, need := int64(sfs.Bavail)*sfs.Bsize, usedBytes(plan.Volume); free < need {
+		if free, need := int64(sfs.Bavail)*int64(sfs.Bsize), usedBytes(plan.Volume); free < need {
 			warn(fmt.Sprintf("--scratch %s has %d MiB free but the volume holds %d MiB: the image may not fit; give a --scratch with more room (an instance-store volume)", scratch, free>>20, need>>20))
 		}
 	}
@@ -302,7 +302,7 @@ func usedBytes(dir string) int64 {
 	if unix.Statfs(dir, &s) != nil {
 		return 0
 	}
-	return int64(s.Blocks-s.Bfree) * s.Bsize
+	return int64(s.Blocks-s.Bfree) * int64(s.Bsize)
 }
 
 // DefaultScratch picks where the image is built: an instance-store (ephemeral) mount
@@ -314,7 +314,7 @@ func DefaultScratch(need int64) string {
 			continue
 		}
 		var s unix.Statfs_t
-		if unix.Statfs(dir, &s) == nil && int64(s.Bavail)*s.Bsize > need && unix.Access(dir, unix.W_OK) == nil {
+		if unix.Statfs(dir, &s) == nil && int64(s.Bavail)*int64(s.Bsize) > need && unix.Access(dir, unix.W_OK) == nil {
 			return dir
 		}
 	}

@@ -165,5 +165,5 @@ func usedSpace(dir string) int64 {
 	if syscall.Statfs(dir, &s) != nil {
 		return 0
 	}
-	return int64(s.Blocks-s.Bfree) * s.Bsize
+	return int64(s.Blocks-s.Bfree) * int64(s.Bsize)
 }
