@@ -71,7 +71,7 @@ type Config struct {
 	// Scratch directory on the instance that holds the sparse image of the root volume
 	// while it is bundled. It needs free space for the data of the root volume (not for
 	// the encrypted bundle: parts stream straight to S3) and is excluded from the image.
-	// Defaults to `/tmp`.
+	// Defaults to a mounted instance store volume with enough room, else `/tmp`.
 	BundleDestination string `mapstructure:"bundle_destination" required:"false"`
 	// Size of the bundled image in MiB. Defaults to the size of the root volume. At most
 	// 10240 (10 GiB), the limit EC2 sets for instance store-backed AMIs.
@@ -130,9 +130,8 @@ type Config struct {
 
 // Defaults that Prepare applies.
 const (
-	DefaultBundlePrefix      = "image-{{timestamp}}"
-	DefaultBundleDestination = "/tmp"
-	DefaultVirtualization    = "hvm"
+	DefaultBundlePrefix   = "image-{{timestamp}}"
+	DefaultVirtualization = "hvm"
 	// maxBundleSizeMiB is bundle.MaxImageSize in MiB: EC2 refuses larger images.
 	maxBundleSizeMiB = 10240
 )
@@ -241,12 +240,12 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 
 	// Bundling on the instance.
-	if c.BundleDestination == "" {
-		c.BundleDestination = DefaultBundleDestination
-	}
-	if !path.IsAbs(c.BundleDestination) {
+	// An empty bundle_destination lets the agent pick an instance store volume.
+	switch {
+	case c.BundleDestination == "":
+	case !path.IsAbs(c.BundleDestination):
 		add("bundle_destination %q must be an absolute path on the instance", c.BundleDestination)
-	} else {
+	default:
 		c.BundleDestination = path.Clean(c.BundleDestination)
 		if c.BundleDestination == "/" {
 			add("bundle_destination must not be / : it is left out of the image, so use a scratch directory such as /tmp or /mnt")

@@ -208,8 +208,8 @@ func TestPrepareDefaults(t *testing.T) {
 	if c.BundlePartition != "mbr" {
 		t.Errorf("bundle_partition = %q, want mbr", c.BundlePartition)
 	}
-	if c.BundleDestination != "/tmp" {
-		t.Errorf("bundle_destination = %q, want /tmp", c.BundleDestination)
+	if c.BundleDestination != "" {
+		t.Errorf("bundle_destination = %q, want empty (the agent picks an instance store volume)", c.BundleDestination)
 	}
 	if c.BundleFilter != config.TriTrue {
 		t.Errorf("bundle_filter = %v, want true", c.BundleFilter)
