@@ -549,3 +549,33 @@ func TestAcceptanceCancel(t *testing.T) {
 		})
 	}
 }
+
+// TestAcceptanceLocalBuildHVM builds an hvm AMI (bundle_partition defaults to mbr) from
+// the hvm base AMI and boots it.
+func TestAcceptanceLocalBuildHVM(t *testing.T) {
+	a := startLocal(t)
+	ctx := context.Background()
+	outDir := t.TempDir()
+	bucket := "acc-hvm"
+	out, err, _ := a.build(t, outDir, bucket, "", "virtualization_type=hvm", "source_ami="+a.vars["INSTANCESTORE_SOURCE_AMI_HVM"])
+	if err != nil {
+		a.failWithLog(t, outDir, out, err)
+	}
+	imgs, err := a.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}})
+	if err != nil || len(imgs.Images) != 1 {
+		t.Fatalf("images: %v", err)
+	}
+	img := imgs.Images[0]
+	if img.VirtualizationType != ec2types.VirtualizationTypeHvm || img.RootDeviceType != ec2types.DeviceTypeInstanceStore {
+		t.Errorf("AMI %s: %s %s", aws.ToString(img.ImageId), img.VirtualizationType, img.RootDeviceType)
+	}
+	got := a.sshNewInstance(t, aws.ToString(img.ImageId), "cat /etc/instancestore/demo.txt")
+	if !strings.Contains(got, "provisioned by packer from "+a.vars["INSTANCESTORE_SOURCE_AMI_HVM"]) {
+		t.Errorf("the provisioned file is not in the new hvm AMI: %q", got)
+	}
+	if _, err := a.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: img.ImageId}); err != nil {
+		t.Fatal(err)
+	}
+	a.emptyBucket(t, bucket)
+	a.checkLeftovers(t, bucket, "")
+}

@@ -22,6 +22,12 @@ variable "source_ami" {
   description = "The seeded instance store-backed base AMI."
 }
 
+variable "virtualization_type" {
+  type        = string
+  default     = "paravirtual"
+  description = "paravirtual (source_ami from INSTANCESTORE_SOURCE_AMI) or hvm (INSTANCESTORE_SOURCE_AMI_HVM)."
+}
+
 variable "s3_bucket" {
   type        = string
   default     = env("INSTANCESTORE_S3_BUCKET")
@@ -64,7 +70,7 @@ source "instancestore" "local" {
   region                  = var.region
   source_ami              = var.source_ami
   instance_type           = "m3.medium"
-  ami_virtualization_type = "paravirtual"
+  ami_virtualization_type = var.virtualization_type
   ami_name                = "instancestore-demo-${formatdate("YYYYMMDDhhmmss", timestamp())}"
   ami_description         = "Built by packer-plugin-instancestore from {{ .SourceAMI }}"
 
