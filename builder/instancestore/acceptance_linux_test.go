@@ -37,7 +37,8 @@ import (
 // EC2 + S3 environment (internal/localenv), in this test process: launch, a shell
 // provisioner writes a file, bundle with the agent, upload, register; then the new AMI
 // is launched in the simulator and the file is read over SSH. They need root
-// (network namespaces, loop mounts) and never skip under `make test`.
+// (network namespaces, loop mounts) and never skip under `make test`
+// (which sets PACKER_ACC=1).
 
 type accEnv struct {
 	*packerEnv
@@ -57,6 +58,7 @@ var (
 // it down.
 func startLocal(t *testing.T) *accEnv {
 	t.Helper()
+	testroot.Acceptance(t)
 	testroot.Require(t)
 	p := setupPacker(t)
 	localOnce.Do(func() {

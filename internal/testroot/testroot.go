@@ -30,3 +30,17 @@ func Short(t testing.TB, why string) {
 		t.Skip("skipped in -short mode: " + why)
 	}
 }
+
+// Acceptance gates Packer acceptance tests (real `packer build` runs) on PACKER_ACC=1,
+// as Packer plugins do. `make test` sets it; under INSTANCESTORE_CI a missing
+// PACKER_ACC is a failure, never a skip.
+func Acceptance(t testing.TB) {
+	t.Helper()
+	if os.Getenv("PACKER_ACC") != "" {
+		return
+	}
+	if os.Getenv("INSTANCESTORE_CI") != "" {
+		t.Fatalf("acceptance test: INSTANCESTORE_CI is set but PACKER_ACC is not: run `make test`")
+	}
+	t.Skip("skipped: acceptance test (real packer build); set PACKER_ACC=1 to run it, or run `sudo make test`")
+}

@@ -61,6 +61,7 @@ func packerBin(t *testing.T) string {
 // the image, the ACLs, and that no secret reaches Packer's log, its output or any
 // command line.
 func TestPackerBuild(t *testing.T) {
+	testroot.Acceptance(t)
 	testroot.Require(t)
 	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
 		t.Skip("the test plugin serves as the agent only on linux/amd64")
