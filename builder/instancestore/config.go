@@ -84,8 +84,10 @@ type Config struct {
 	// the filter would leave them out.
 	BundleInclude []string `mapstructure:"bundle_include" required:"false"`
 	// Leave out files that usually hold secrets (`*.pem`, `*.gpg`, `*id_rsa*`,
-	// `.ssh/authorized_keys`, shell history, ...), as `ec2-bundle-vol` does by default.
-	// Defaults to `true`; set `false` for `ec2-bundle-vol --no-filter` behaviour.
+	// `.ssh/authorized_keys`, shell history, ...). Defaults to `false`, like the
+	// `ec2-bundle-vol --no-filter` that the `amazon-instance` builder ran, because the
+	// filter also removes TLS certificates and apt keys the image needs; set `true` for
+	// ec2-bundle-vol's default filter.
 	BundleFilter config.Trilean `mapstructure:"bundle_filter" required:"false"`
 	// How the image of an `hvm` AMI is laid out: `mbr` (partition table and boot code
 	// copied from the source disk), `gpt`, or `none` (a bare filesystem, as paravirtual
@@ -273,7 +275,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		}
 	}
 	if c.BundleFilter == config.TriUnset {
-		c.BundleFilter = config.TriTrue
+		c.BundleFilter = config.TriFalse
 	}
 
 	// The AMI.

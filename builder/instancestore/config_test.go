@@ -211,8 +211,8 @@ func TestPrepareDefaults(t *testing.T) {
 	if c.BundleDestination != "" {
 		t.Errorf("bundle_destination = %q, want empty (the agent picks an instance store volume)", c.BundleDestination)
 	}
-	if c.BundleFilter != config.TriTrue {
-		t.Errorf("bundle_filter = %v, want true", c.BundleFilter)
+	if c.BundleFilter != config.TriFalse {
+		t.Errorf("bundle_filter = %v, want false (ec2-bundle-vol --no-filter)", c.BundleFilter)
 	}
 	if !regexp.MustCompile(`^image-[0-9]+$`).MatchString(c.BundlePrefix) {
 		t.Errorf("bundle_prefix = %q, want image-<timestamp>", c.BundlePrefix)
@@ -245,7 +245,7 @@ func TestPrepareNormalizes(t *testing.T) {
 		"account_id", "1234-5678-9012",
 		"s3_prefix", "/builds/web/",
 		"bundle_destination", "/mnt/scratch/",
-		"bundle_filter", false,
+		"bundle_filter", true,
 		"ami_regions", []string{"us-east-1", "eu-west-1", "eu-west-1"},
 	))
 	if errs != nil {
@@ -260,8 +260,8 @@ func TestPrepareNormalizes(t *testing.T) {
 	if c.BundleDestination != "/mnt/scratch" {
 		t.Errorf("bundle_destination = %q", c.BundleDestination)
 	}
-	if c.BundleFilter != config.TriFalse {
-		t.Errorf("bundle_filter = %v, want false", c.BundleFilter)
+	if c.BundleFilter != config.TriTrue {
+		t.Errorf("bundle_filter = %v, want true", c.BundleFilter)
 	}
 	// -force turns on force_deregister.
 	c2, _, errs := prepare(t, with("packer_force", true))

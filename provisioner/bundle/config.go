@@ -73,8 +73,11 @@ type Config struct {
 	BundleExclude []string `mapstructure:"bundle_exclude" required:"false"`
 	// Absolute paths put back into the image although excluded or filtered.
 	BundleInclude []string `mapstructure:"bundle_include" required:"false"`
-	// Leave out files that usually hold secrets (`*.pem`, `*id_rsa*`, shell history,
-	// ...), as `ec2-bundle-vol` does without `--no-filter`. Defaults to `true`.
+	// Leave out files that usually hold secrets (`*.pem`, `*.gpg`, `*id_rsa*`,
+	// `.ssh/authorized_keys`, shell history, ...). Defaults to `false`, like the
+	// `ec2-bundle-vol --no-filter` that the `amazon-instance` builder ran, because the
+	// filter also removes TLS certificates and apt keys the image needs; set `true` for
+	// ec2-bundle-vol's default filter.
 	BundleFilter config.Trilean `mapstructure:"bundle_filter" required:"false"`
 	// Image layout: `auto` (keep the source disk's partition table when the volume is
 	// a partition), `mbr`, `gpt` or `none` (a bare filesystem). Defaults to `auto`.
@@ -212,7 +215,7 @@ func (c *Config) Prepare(raws ...interface{}) error {
 		}
 	}
 	if c.BundleFilter == config.TriUnset {
-		c.BundleFilter = config.TriTrue
+		c.BundleFilter = config.TriFalse
 	}
 	switch c.BundlePartition {
 	case "", "auto", "none", "mbr", "gpt":

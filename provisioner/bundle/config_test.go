@@ -65,7 +65,7 @@ func TestPrepareDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(c.S3Prefix, "instancestore/") || !strings.HasPrefix(c.BundlePrefix, "image-") ||
-		c.AMIArchitecture != "x86_64" || c.UploadConcurrency != 4 || !c.BundleFilter.True() || c.AMIVirtType != "hvm" {
+		c.AMIArchitecture != "x86_64" || c.UploadConcurrency != 4 || !c.BundleFilter.False() || c.AMIVirtType != "hvm" {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 }
