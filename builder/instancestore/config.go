@@ -21,6 +21,8 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 	"github.com/hashicorp/packer-plugin-sdk/uuid"
+
+	"github.com/instancestore/packer-plugin-instancestore/internal/bundleconfig"
 )
 
 // Config is the `instancestore` builder's configuration. It embeds the amazon plugin's
@@ -31,6 +33,8 @@ type Config struct {
 	awscommon.AccessConfig `mapstructure:",squash"`
 	awscommon.AMIConfig    `mapstructure:",squash"`
 	awscommon.RunConfig    `mapstructure:",squash"`
+	// account_id, bundle_prefix and bundle_filter, shared with the provisioner.
+	bundleconfig.Options `mapstructure:",squash"`
 
 	// Block device mappings recorded in the AMI, such as instance store volumes
 	// (`virtual_name = "ephemeral0"`) attached when an instance is launched from it.
@@ -40,10 +44,6 @@ type Config struct {
 	// Block devices attached to the source instance while it is being built. They are
 	// not part of the bundle: only the root filesystem is bundled.
 	LaunchMappings awscommon.BlockDevices `mapstructure:"launch_block_device_mappings" required:"false"`
-	// Your 12-digit AWS account ID (hyphens are removed), written into the bundle
-	// manifest as its owner. This is not the access key. Defaults to the account of the
-	// credentials in use, as reported by STS GetCallerIdentity.
-	AccountId string `mapstructure:"account_id" required:"false"`
 	// The S3 bucket that receives the bundle. It must exist, be in the build region and
 	// allow ACLs (the parts are uploaded with the `aws-exec-read` canned ACL so that EC2
 	// can read them).
@@ -52,9 +52,6 @@ type Config struct {
 	// `instancestore/<timestamp>-<random>`, unique per build, so parallel builds never
 	// overwrite each other's parts.
 	S3Prefix string `mapstructure:"s3_prefix" required:"false"`
-	// The bundle's name: the manifest is `<bundle_prefix>.manifest.xml` and the parts
-	// `<bundle_prefix>.part.NN`. Defaults to `image-{{timestamp}}`.
-	BundlePrefix string `mapstructure:"bundle_prefix" required:"false"`
 	// Local path to a PEM X.509 certificate of yours. The bundle's key is also wrapped
 	// with it, so you can unbundle the image later with the matching private key. When
 	// unset, a throw-away key pair is used and the bundle can be unbundled by EC2 only.
@@ -83,12 +80,6 @@ type Config struct {
 	// Absolute paths on the instance to put back into the image although an exclude or
 	// the filter would leave them out.
 	BundleInclude []string `mapstructure:"bundle_include" required:"false"`
-	// Leave out files that usually hold secrets (`*.pem`, `*.gpg`, `*id_rsa*`,
-	// `.ssh/authorized_keys`, shell history, ...). Defaults to `false`, like the
-	// `ec2-bundle-vol --no-filter` that the `amazon-instance` builder ran, because the
-	// filter also removes TLS certificates and apt keys the image needs; set `true` for
-	// ec2-bundle-vol's default filter.
-	BundleFilter config.Trilean `mapstructure:"bundle_filter" required:"false"`
 	// How the image of an `hvm` AMI is laid out: `mbr` (partition table and boot code
 	// copied from the source disk), `gpt`, or `none` (a bare filesystem, as paravirtual
 	// AMIs use). Defaults to `mbr` for `hvm` and `none` for `paravirtual`.
@@ -132,19 +123,18 @@ type Config struct {
 
 // Defaults that Prepare applies.
 const (
-	DefaultBundlePrefix   = "image-{{timestamp}}"
+	DefaultBundlePrefix   = bundleconfig.DefaultBundlePrefix
 	DefaultVirtualization = "hvm"
 	// maxBundleSizeMiB is bundle.MaxImageSize in MiB: EC2 refuses larger images.
 	maxBundleSizeMiB = 10240
 )
 
 var (
-	reAccountID = regexp.MustCompile(`^[0-9]{12}$`)
+	reAccountID = bundleconfig.ReAccountID
 	// S3 bucket names: 3-63 lowercase letters, digits, dots and hyphens.
 	reBucket = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
-	// Characters EC2's manifest and S3 keys take without escaping.
-	reBundlePrefix = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
-	reS3Prefix     = regexp.MustCompile(`^[A-Za-z0-9!_.*'()/-]+$`)
+	// Characters S3 keys take without escaping.
+	reS3Prefix = regexp.MustCompile(`^[A-Za-z0-9!_.*'()/-]+$`)
 )
 
 // Prepare decodes raws into c, applies defaults and validates every option, returning
@@ -203,15 +193,10 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 	c.RunTags[BuildTagKey] = c.buildID
 
-	// account_id
-	if c.AccountId != "" {
-		c.AccountId = strings.ReplaceAll(c.AccountId, "-", "")
-		if !reAccountID.MatchString(c.AccountId) {
-			add("account_id must be a 12-digit AWS account ID (hyphens allowed), got %q", c.AccountId)
-		}
-	}
+	// account_id, bundle_prefix, bundle_filter
+	errs = packersdk.MultiErrorAppend(errs, c.Options.Prepare(&c.ctx)...)
 
-	// s3_bucket, s3_prefix, bundle_prefix
+	// s3_bucket, s3_prefix
 	switch {
 	case c.S3Bucket == "":
 		add("s3_bucket is required: the S3 bucket that receives the bundle")
@@ -225,12 +210,6 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		if c.S3Prefix == "" || !reS3Prefix.MatchString(c.S3Prefix) || path.Clean(c.S3Prefix) != c.S3Prefix || strings.HasPrefix(c.S3Prefix, "..") {
 			add("s3_prefix %q is not a clean S3 key prefix: use letters, digits and !_.*'()- separated by single slashes, without . or .. segments", c.S3Prefix)
 		}
-	}
-	if c.BundlePrefix == "" {
-		c.BundlePrefix = interpolateOrSelf(DefaultBundlePrefix, &c.ctx)
-	}
-	if !reBundlePrefix.MatchString(c.BundlePrefix) {
-		add("bundle_prefix %q may contain only letters, digits, dots, hyphens and underscores", c.BundlePrefix)
 	}
 
 	// X.509 material: both or neither, readable, matching.
@@ -273,9 +252,6 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		if _, err := os.Stat(c.AgentBinary); err != nil {
 			add("agent_binary: %s", err)
 		}
-	}
-	if c.BundleFilter == config.TriUnset {
-		c.BundleFilter = config.TriFalse
 	}
 
 	// The AMI.

@@ -160,12 +160,13 @@ type FlatConfig struct {
 	SSHInterface                              *string                                     `mapstructure:"ssh_interface" cty:"ssh_interface" hcl:"ssh_interface"`
 	PauseBeforeSSM                            *string                                     `mapstructure:"pause_before_ssm" cty:"pause_before_ssm" hcl:"pause_before_ssm"`
 	SessionManagerPort                        *int                                        `mapstructure:"session_manager_port" cty:"session_manager_port" hcl:"session_manager_port"`
+	AccountId                                 *string                                     `mapstructure:"account_id" required:"false" cty:"account_id" hcl:"account_id"`
+	BundlePrefix                              *string                                     `mapstructure:"bundle_prefix" required:"false" cty:"bundle_prefix" hcl:"bundle_prefix"`
+	BundleFilter                              *bool                                       `mapstructure:"bundle_filter" required:"false" cty:"bundle_filter" hcl:"bundle_filter"`
 	AMIMappings                               []common.FlatBlockDevice                    `mapstructure:"ami_block_device_mappings" required:"false" cty:"ami_block_device_mappings" hcl:"ami_block_device_mappings"`
 	LaunchMappings                            []common.FlatBlockDevice                    `mapstructure:"launch_block_device_mappings" required:"false" cty:"launch_block_device_mappings" hcl:"launch_block_device_mappings"`
-	AccountId                                 *string                                     `mapstructure:"account_id" required:"false" cty:"account_id" hcl:"account_id"`
 	S3Bucket                                  *string                                     `mapstructure:"s3_bucket" required:"true" cty:"s3_bucket" hcl:"s3_bucket"`
 	S3Prefix                                  *string                                     `mapstructure:"s3_prefix" required:"false" cty:"s3_prefix" hcl:"s3_prefix"`
-	BundlePrefix                              *string                                     `mapstructure:"bundle_prefix" required:"false" cty:"bundle_prefix" hcl:"bundle_prefix"`
 	X509CertPath                              *string                                     `mapstructure:"x509_cert_path" required:"false" cty:"x509_cert_path" hcl:"x509_cert_path"`
 	X509KeyPath                               *string                                     `mapstructure:"x509_key_path" required:"false" cty:"x509_key_path" hcl:"x509_key_path"`
 	EC2CertPath                               *string                                     `mapstructure:"ec2_cert_path" required:"false" cty:"ec2_cert_path" hcl:"ec2_cert_path"`
@@ -173,7 +174,6 @@ type FlatConfig struct {
 	BundleSize                                *int                                        `mapstructure:"bundle_size" required:"false" cty:"bundle_size" hcl:"bundle_size"`
 	BundleExclude                             []string                                    `mapstructure:"bundle_exclude" required:"false" cty:"bundle_exclude" hcl:"bundle_exclude"`
 	BundleInclude                             []string                                    `mapstructure:"bundle_include" required:"false" cty:"bundle_include" hcl:"bundle_include"`
-	BundleFilter                              *bool                                       `mapstructure:"bundle_filter" required:"false" cty:"bundle_filter" hcl:"bundle_filter"`
 	BundlePartition                           *string                                     `mapstructure:"bundle_partition" required:"false" cty:"bundle_partition" hcl:"bundle_partition"`
 	AMIArchitecture                           *string                                     `mapstructure:"ami_architecture" required:"false" cty:"ami_architecture" hcl:"ami_architecture"`
 	AMIKernelId                               *string                                     `mapstructure:"ami_kernel_id" required:"false" cty:"ami_kernel_id" hcl:"ami_kernel_id"`
@@ -348,12 +348,13 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"ssh_interface":                &hcldec.AttrSpec{Name: "ssh_interface", Type: cty.String, Required: false},
 		"pause_before_ssm":             &hcldec.AttrSpec{Name: "pause_before_ssm", Type: cty.String, Required: false},
 		"session_manager_port":         &hcldec.AttrSpec{Name: "session_manager_port", Type: cty.Number, Required: false},
+		"account_id":                   &hcldec.AttrSpec{Name: "account_id", Type: cty.String, Required: false},
+		"bundle_prefix":                &hcldec.AttrSpec{Name: "bundle_prefix", Type: cty.String, Required: false},
+		"bundle_filter":                &hcldec.AttrSpec{Name: "bundle_filter", Type: cty.Bool, Required: false},
 		"ami_block_device_mappings":    &hcldec.BlockListSpec{TypeName: "ami_block_device_mappings", Nested: hcldec.ObjectSpec((*common.FlatBlockDevice)(nil).HCL2Spec())},
 		"launch_block_device_mappings": &hcldec.BlockListSpec{TypeName: "launch_block_device_mappings", Nested: hcldec.ObjectSpec((*common.FlatBlockDevice)(nil).HCL2Spec())},
-		"account_id":                   &hcldec.AttrSpec{Name: "account_id", Type: cty.String, Required: false},
 		"s3_bucket":                    &hcldec.AttrSpec{Name: "s3_bucket", Type: cty.String, Required: false},
 		"s3_prefix":                    &hcldec.AttrSpec{Name: "s3_prefix", Type: cty.String, Required: false},
-		"bundle_prefix":                &hcldec.AttrSpec{Name: "bundle_prefix", Type: cty.String, Required: false},
 		"x509_cert_path":               &hcldec.AttrSpec{Name: "x509_cert_path", Type: cty.String, Required: false},
 		"x509_key_path":                &hcldec.AttrSpec{Name: "x509_key_path", Type: cty.String, Required: false},
 		"ec2_cert_path":                &hcldec.AttrSpec{Name: "ec2_cert_path", Type: cty.String, Required: false},
@@ -361,7 +362,6 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"bundle_size":                  &hcldec.AttrSpec{Name: "bundle_size", Type: cty.Number, Required: false},
 		"bundle_exclude":               &hcldec.AttrSpec{Name: "bundle_exclude", Type: cty.List(cty.String), Required: false},
 		"bundle_include":               &hcldec.AttrSpec{Name: "bundle_include", Type: cty.List(cty.String), Required: false},
-		"bundle_filter":                &hcldec.AttrSpec{Name: "bundle_filter", Type: cty.Bool, Required: false},
 		"bundle_partition":             &hcldec.AttrSpec{Name: "bundle_partition", Type: cty.String, Required: false},
 		"ami_architecture":             &hcldec.AttrSpec{Name: "ami_architecture", Type: cty.String, Required: false},
 		"ami_kernel_id":                &hcldec.AttrSpec{Name: "ami_kernel_id", Type: cty.String, Required: false},

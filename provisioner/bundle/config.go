@@ -18,6 +18,7 @@ import (
 
 	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
 	format "github.com/instancestore/packer-plugin-instancestore/bundle"
+	"github.com/instancestore/packer-plugin-instancestore/internal/bundleconfig"
 )
 
 // Config is the `instancestore-bundle` provisioner's configuration. Authentication
@@ -26,6 +27,8 @@ import (
 type Config struct {
 	common.PackerConfig    `mapstructure:",squash"`
 	awscommon.AccessConfig `mapstructure:",squash"`
+	// account_id, bundle_prefix and bundle_filter, shared with the builder.
+	bundleconfig.Options `mapstructure:",squash"`
 
 	// The S3 bucket that receives the bundle. It must be in `region` and allow ACLs
 	// (every object is uploaded with the `aws-exec-read` canned ACL so that EC2 can read
@@ -39,12 +42,6 @@ type Config struct {
 	// Address S3 with the bucket in the path instead of the host name, for
 	// S3-compatible endpoints (`AWS_ENDPOINT_URL_S3`).
 	S3ForcePathStyle bool `mapstructure:"s3_force_path_style" required:"false"`
-	// The bundle's name: the manifest is `<bundle_prefix>.manifest.xml` and the parts
-	// `<bundle_prefix>.part.NN`. Defaults to `image-{{timestamp}}`.
-	BundlePrefix string `mapstructure:"bundle_prefix" required:"false"`
-	// Your 12-digit AWS account ID, written into the manifest as its owner. Defaults to
-	// the account of the credentials (STS GetCallerIdentity).
-	AccountId string `mapstructure:"account_id" required:"false"`
 	// Local path to a PEM X.509 certificate of yours: the bundle's key is also wrapped
 	// with it, so that you can unbundle the image later. When unset, a throw-away key
 	// pair is used and only EC2 can read the bundle.
@@ -73,12 +70,6 @@ type Config struct {
 	BundleExclude []string `mapstructure:"bundle_exclude" required:"false"`
 	// Absolute paths put back into the image although excluded or filtered.
 	BundleInclude []string `mapstructure:"bundle_include" required:"false"`
-	// Leave out files that usually hold secrets (`*.pem`, `*.gpg`, `*id_rsa*`,
-	// `.ssh/authorized_keys`, shell history, ...). Defaults to `false`, like the
-	// `ec2-bundle-vol --no-filter` that the `amazon-instance` builder ran, because the
-	// filter also removes TLS certificates and apt keys the image needs; set `true` for
-	// ec2-bundle-vol's default filter.
-	BundleFilter config.Trilean `mapstructure:"bundle_filter" required:"false"`
 	// Image layout: `auto` (keep the source disk's partition table when the volume is
 	// a partition), `mbr`, `gpt` or `none` (a bare filesystem). Defaults to `auto`.
 	BundlePartition string `mapstructure:"bundle_partition" required:"false"`
@@ -121,9 +112,7 @@ type Config struct {
 }
 
 var (
-	reAccountID    = regexp.MustCompile(`^[0-9]{12}$`)
-	reBundlePrefix = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
-	reS3Prefix     = regexp.MustCompile(`^[A-Za-z0-9!_.*'()/-]+$`)
+	reS3Prefix = regexp.MustCompile(`^[A-Za-z0-9!_.*'()/-]+$`)
 )
 
 // Prepare decodes and checks the configuration, reporting every problem at once.
@@ -155,18 +144,8 @@ func (c *Config) Prepare(raws ...interface{}) error {
 			add("s3_prefix %q is not a clean S3 key prefix: letters, digits and !_.*'()- separated by single slashes", c.S3Prefix)
 		}
 	}
-	if c.BundlePrefix == "" {
-		c.BundlePrefix = "image-" + fmt.Sprint(time.Now().Unix())
-	}
-	if !reBundlePrefix.MatchString(c.BundlePrefix) {
-		add("bundle_prefix %q may contain only letters, digits, dots, hyphens and underscores", c.BundlePrefix)
-	}
-	if c.AccountId != "" {
-		c.AccountId = strings.ReplaceAll(c.AccountId, "-", "")
-		if !reAccountID.MatchString(c.AccountId) {
-			add("account_id must be a 12-digit AWS account ID (hyphens allowed), got %q", c.AccountId)
-		}
-	}
+	// account_id, bundle_prefix, bundle_filter
+	errs = packersdk.MultiErrorAppend(errs, c.Options.Prepare(&c.ctx)...)
 	if (c.X509CertPath == "") != (c.X509KeyPath == "") {
 		add("x509_cert_path and x509_key_path go together: set both (to be able to unbundle later) or neither")
 	} else if c.X509CertPath != "" {
@@ -213,9 +192,6 @@ func (c *Config) Prepare(raws ...interface{}) error {
 		if !path.IsAbs(p) {
 			add("bundle_exclude and bundle_include take absolute paths on the instance, got %q", p)
 		}
-	}
-	if c.BundleFilter == config.TriUnset {
-		c.BundleFilter = config.TriFalse
 	}
 	switch c.BundlePartition {
 	case "", "auto", "none", "mbr", "gpt":

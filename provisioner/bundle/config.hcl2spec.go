@@ -35,12 +35,13 @@ type FlatConfig struct {
 	Token                 *string                           `mapstructure:"token" required:"false" cty:"token" hcl:"token"`
 	VaultAWSEngine        *common.FlatVaultAWSEngineOptions `mapstructure:"vault_aws_engine" required:"false" cty:"vault_aws_engine" hcl:"vault_aws_engine"`
 	PollingConfig         *common.FlatAWSPollingConfig      `mapstructure:"aws_polling" required:"false" cty:"aws_polling" hcl:"aws_polling"`
+	AccountId             *string                           `mapstructure:"account_id" required:"false" cty:"account_id" hcl:"account_id"`
+	BundlePrefix          *string                           `mapstructure:"bundle_prefix" required:"false" cty:"bundle_prefix" hcl:"bundle_prefix"`
+	BundleFilter          *bool                             `mapstructure:"bundle_filter" required:"false" cty:"bundle_filter" hcl:"bundle_filter"`
 	S3Bucket              *string                           `mapstructure:"s3_bucket" required:"true" cty:"s3_bucket" hcl:"s3_bucket"`
 	S3Prefix              *string                           `mapstructure:"s3_prefix" required:"false" cty:"s3_prefix" hcl:"s3_prefix"`
 	S3CreateBucket        *bool                             `mapstructure:"s3_create_bucket" required:"false" cty:"s3_create_bucket" hcl:"s3_create_bucket"`
 	S3ForcePathStyle      *bool                             `mapstructure:"s3_force_path_style" required:"false" cty:"s3_force_path_style" hcl:"s3_force_path_style"`
-	BundlePrefix          *string                           `mapstructure:"bundle_prefix" required:"false" cty:"bundle_prefix" hcl:"bundle_prefix"`
-	AccountId             *string                           `mapstructure:"account_id" required:"false" cty:"account_id" hcl:"account_id"`
 	X509CertPath          *string                           `mapstructure:"x509_cert_path" required:"false" cty:"x509_cert_path" hcl:"x509_cert_path"`
 	X509KeyPath           *string                           `mapstructure:"x509_key_path" required:"false" cty:"x509_key_path" hcl:"x509_key_path"`
 	EC2CertPath           *string                           `mapstructure:"ec2_cert_path" required:"false" cty:"ec2_cert_path" hcl:"ec2_cert_path"`
@@ -50,7 +51,6 @@ type FlatConfig struct {
 	BundleSize            *int                              `mapstructure:"bundle_size" required:"false" cty:"bundle_size" hcl:"bundle_size"`
 	BundleExclude         []string                          `mapstructure:"bundle_exclude" required:"false" cty:"bundle_exclude" hcl:"bundle_exclude"`
 	BundleInclude         []string                          `mapstructure:"bundle_include" required:"false" cty:"bundle_include" hcl:"bundle_include"`
-	BundleFilter          *bool                             `mapstructure:"bundle_filter" required:"false" cty:"bundle_filter" hcl:"bundle_filter"`
 	BundlePartition       *string                           `mapstructure:"bundle_partition" required:"false" cty:"bundle_partition" hcl:"bundle_partition"`
 	AMIArchitecture       *string                           `mapstructure:"ami_architecture" required:"false" cty:"ami_architecture" hcl:"ami_architecture"`
 	AMIKernelId           *string                           `mapstructure:"ami_kernel_id" required:"false" cty:"ami_kernel_id" hcl:"ami_kernel_id"`
@@ -102,12 +102,13 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"token":                         &hcldec.AttrSpec{Name: "token", Type: cty.String, Required: false},
 		"vault_aws_engine":              &hcldec.BlockSpec{TypeName: "vault_aws_engine", Nested: hcldec.ObjectSpec((*common.FlatVaultAWSEngineOptions)(nil).HCL2Spec())},
 		"aws_polling":                   &hcldec.BlockSpec{TypeName: "aws_polling", Nested: hcldec.ObjectSpec((*common.FlatAWSPollingConfig)(nil).HCL2Spec())},
+		"account_id":                    &hcldec.AttrSpec{Name: "account_id", Type: cty.String, Required: false},
+		"bundle_prefix":                 &hcldec.AttrSpec{Name: "bundle_prefix", Type: cty.String, Required: false},
+		"bundle_filter":                 &hcldec.AttrSpec{Name: "bundle_filter", Type: cty.Bool, Required: false},
 		"s3_bucket":                     &hcldec.AttrSpec{Name: "s3_bucket", Type: cty.String, Required: false},
 		"s3_prefix":                     &hcldec.AttrSpec{Name: "s3_prefix", Type: cty.String, Required: false},
 		"s3_create_bucket":              &hcldec.AttrSpec{Name: "s3_create_bucket", Type: cty.Bool, Required: false},
 		"s3_force_path_style":           &hcldec.AttrSpec{Name: "s3_force_path_style", Type: cty.Bool, Required: false},
-		"bundle_prefix":                 &hcldec.AttrSpec{Name: "bundle_prefix", Type: cty.String, Required: false},
-		"account_id":                    &hcldec.AttrSpec{Name: "account_id", Type: cty.String, Required: false},
 		"x509_cert_path":                &hcldec.AttrSpec{Name: "x509_cert_path", Type: cty.String, Required: false},
 		"x509_key_path":                 &hcldec.AttrSpec{Name: "x509_key_path", Type: cty.String, Required: false},
 		"ec2_cert_path":                 &hcldec.AttrSpec{Name: "ec2_cert_path", Type: cty.String, Required: false},
@@ -117,7 +118,6 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"bundle_size":                   &hcldec.AttrSpec{Name: "bundle_size", Type: cty.Number, Required: false},
 		"bundle_exclude":                &hcldec.AttrSpec{Name: "bundle_exclude", Type: cty.List(cty.String), Required: false},
 		"bundle_include":                &hcldec.AttrSpec{Name: "bundle_include", Type: cty.List(cty.String), Required: false},
-		"bundle_filter":                 &hcldec.AttrSpec{Name: "bundle_filter", Type: cty.Bool, Required: false},
 		"bundle_partition":              &hcldec.AttrSpec{Name: "bundle_partition", Type: cty.String, Required: false},
 		"ami_architecture":              &hcldec.AttrSpec{Name: "ami_architecture", Type: cty.String, Required: false},
 		"ami_kernel_id":                 &hcldec.AttrSpec{Name: "ami_kernel_id", Type: cty.String, Required: false},
