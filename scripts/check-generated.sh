@@ -19,8 +19,11 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 work="$tmp/packer-plugin-instancestore"
 mkdir -p "$work"
-# Tracked and new (not ignored) files: what a commit would hold.
-(cd "$root" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$work" 2>/dev/null) || {
+# Tracked and new (not ignored) files as they are in the work tree: what a commit would
+# hold (tracked files deleted from the work tree stay out).
+(cd "$root" && git ls-files -co --exclude-standard -z |
+	while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+	xargs -0 cp --parents -t "$work" 2>/dev/null) || {
 	echo "check-generated: copying the tree failed" >&2
 	exit 1
 }
@@ -49,6 +52,7 @@ compare() { # compare PATH-IN-TREE
 		if [ "${WRITE:-}" = 1 ]; then
 			wanted "$1" || return 0
 			rm -rf "${root:?}/$1"
+			mkdir -p "$(dirname "$root/$1")"
 			cp -r "$work/$1" "$root/$1"
 			echo "check-generated: updated $1"
 		else
@@ -67,11 +71,11 @@ for p in "${pkgs[@]}"; do
 		[ -e "$f" ] && compare "${f#"$work"/}"
 	done
 done
-# Docs partials, one directory per package.
+# Docs partials, one directory per package, at any depth.
 mkdir -p "$work/docs-partials"
 while IFS= read -r d; do
 	compare "${d#"$work"/}"
-done < <(find "$work/docs-partials" "$root/docs-partials" -mindepth 2 -maxdepth 2 -type d 2>/dev/null |
+done < <(find "$work/docs-partials" "$root/docs-partials" -type f -name '*.mdx' -printf '%h\n' 2>/dev/null |
 	sed -e "s|^$work/||" -e "s|^$root/||" | sort -u | sed "s|^|$work/|")
 if [ $status -ne 0 ]; then
 	echo "check-generated: generated files are out of date; run scripts/check-generated.sh --write and commit" >&2
