@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"fmt"
+	"github.com/instancestore/packer-plugin-instancestore/internal/cmdlines"
 	"io"
 	mrand "math/rand/v2"
 	"net/http"
@@ -159,9 +160,9 @@ func TestBundleImageOverSSH(t *testing.T) {
 	image, data := writeInstanceImage(t, e, 30<<20, 12<<20)
 	cfg, _, priv := baseConfig(e, ui, image)
 
-	sampler := sampleCmdlines()
+	sampler := cmdlines.Sample()
 	res, err := Run(context.Background(), cfg)
-	cmdlines := sampler.Stop()
+	seen := sampler.Stop()
 	if err != nil {
 		t.Fatalf("Run: %v\nUI:\n%s", err, ui)
 	}
@@ -186,7 +187,7 @@ func TestBundleImageOverSSH(t *testing.T) {
 		t.Errorf("no progress in the UI:\n%s", ui)
 	}
 	checkNothingLeftOnInstance(t, e)
-	checkNoSecrets(t, e, res, logs.String(), ui.String(), cmdlines)
+	checkNoSecrets(t, e, res, logs.String(), ui.String(), seen)
 	t.Logf("UI:\n%s", ui)
 }
 

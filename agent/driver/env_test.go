@@ -15,7 +15,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -238,53 +237,6 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-// cmdlineSampler reads every process's command line (the instance's processes are
-// host processes too) until stopped.
-type cmdlineSampler struct {
-	stop    chan struct{}
-	done    chan struct{}
-	mu      sync.Mutex
-	seen    map[string]bool
-	samples atomic.Int64
-}
-
-func sampleCmdlines() *cmdlineSampler {
-	s := &cmdlineSampler{stop: make(chan struct{}), done: make(chan struct{}), seen: map[string]bool{}}
-	go func() {
-		defer close(s.done)
-		for {
-			select {
-			case <-s.stop:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-			for _, p := range paths {
-				b, err := os.ReadFile(p)
-				if err != nil || len(b) == 0 {
-					continue
-				}
-				line := string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
-				s.mu.Lock()
-				s.seen[line] = true
-				s.mu.Unlock()
-			}
-			s.samples.Add(1)
-		}
-	}()
-	return s
-}
-
-func (s *cmdlineSampler) Stop() []string {
-	close(s.stop)
-	<-s.done
-	var out []string
-	for l := range s.seen {
-		out = append(out, l)
-	}
-	return out
 }
 
 // waitReady waits until MinIO answers requests (it says "Server not initialized yet"

@@ -8,13 +8,13 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"github.com/instancestore/packer-plugin-instancestore/internal/cmdlines"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -180,9 +180,9 @@ build {
 		"AWS_ENDPOINT_URL_S3="+front.URL(), "AWS_ENDPOINT_URL_EC2="+sim.URL(), "AWS_EC2_METADATA_DISABLED=true")
 	var stdout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stdout
-	samples := sampleCmdlines()
+	samples := cmdlines.Sample()
 	err = cmd.Run()
-	cmdlines := samples.stop()
+	seenCmdlines := samples.Stop()
 	logText, _ := os.ReadFile(logFile)
 	if err != nil {
 		t.Fatalf("packer build: %v\n%s\nlog:\n%s", err, stdout.String(), tail(string(logText), 6000))
@@ -271,15 +271,15 @@ build {
 		"private key":      strings.Split(string(keyPEM), "\n")[1],
 	}
 	sawAgent := false
-	for _, c := range cmdlines {
+	for _, c := range seenCmdlines {
 		// The agent runs from its private directory, as the embedded binary
 		// ("instancestore-bundler agent") or the plugin itself (PluginArg).
 		if strings.Contains(c, "/instancestore-agent.") && strings.Contains(c, "/instancestore-bundler") {
 			sawAgent = true
 		}
 	}
-	if !sawAgent || len(cmdlines) < 10 {
-		t.Fatalf("the command-line sampler saw %d lines and no agent: it proves nothing", len(cmdlines))
+	if !sawAgent || len(seenCmdlines) < 10 {
+		t.Fatalf("the command-line sampler saw %d lines and no agent: it proves nothing", len(seenCmdlines))
 	}
 	if !strings.Contains(string(logText), "instancestore-bundle") {
 		t.Fatal("the Packer log is empty: PACKER_LOG capture is broken")
@@ -291,7 +291,7 @@ build {
 		if strings.Contains(out, s) {
 			t.Errorf("%s in the Packer output", what)
 		}
-		for _, c := range cmdlines {
+		for _, c := range seenCmdlines {
 			if strings.Contains(c, s) && !strings.Contains(c, "minio") {
 				t.Errorf("%s on a command line: %.200q", what, c)
 			}
@@ -367,47 +367,4 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
-}
-
-type cmdlineSampler struct {
-	quit chan struct{}
-	done chan struct{}
-	mu   sync.Mutex
-	seen map[string]bool
-}
-
-// sampleCmdlines reads every process's command line every few milliseconds (the
-// instance's processes are host processes too).
-func sampleCmdlines() *cmdlineSampler {
-	s := &cmdlineSampler{quit: make(chan struct{}), done: make(chan struct{}), seen: map[string]bool{}}
-	go func() {
-		defer close(s.done)
-		for {
-			select {
-			case <-s.quit:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-			for _, p := range paths {
-				b, err := os.ReadFile(p)
-				if err == nil && len(b) > 0 {
-					s.mu.Lock()
-					s.seen[string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))] = true
-					s.mu.Unlock()
-				}
-			}
-		}
-	}()
-	return s
-}
-
-func (s *cmdlineSampler) stop() []string {
-	close(s.quit)
-	<-s.done
-	var out []string
-	for l := range s.seen {
-		out = append(out, l)
-	}
-	return out
 }
