@@ -20,7 +20,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	sshcomm "github.com/hashicorp/packer-plugin-sdk/sdk-internals/communicator/ssh"
 	"golang.org/x/crypto/ssh"
@@ -78,7 +77,6 @@ func sharedEnv(t *testing.T) {
 			envErr = fmt.Errorf("StartMinIO: %w", envErr)
 			return
 		}
-		envErr = waitReady(ctx, minio)
 	})
 	if envErr != nil {
 		t.Fatal(envErr)
@@ -239,18 +237,3 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// waitReady waits until MinIO answers requests (it says "Server not initialized yet"
-// for a moment after it starts listening).
-func waitReady(ctx context.Context, b *s3env.Backend) error {
-	for {
-		_, err := b.Client("us-east-1").ListBuckets(ctx, &s3.ListBucketsInput{})
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("MinIO not ready: %w", err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
