@@ -25,9 +25,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
+	"github.com/instancestore/packer-plugin-instancestore/internal/launch"
 	"github.com/instancestore/packer-plugin-instancestore/internal/localenv"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
@@ -366,61 +366,11 @@ func (a *accEnv) sshNewInstance(t *testing.T, ami, cmd string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	kp, err := a.ec2.CreateKeyPair(ctx, &ec2.CreateKeyPairInput{KeyName: aws.String("acc-" + time.Now().Format("150405.000"))})
+	out, err := launch.Run(ctx, a.ec2, ami, "m3.medium", "admin", cmd, t.Logf)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("on an instance of the new AMI %s: %v: %s", ami, err, out)
 	}
-	defer a.ec2.DeleteKeyPair(context.Background(), &ec2.DeleteKeyPairInput{KeyName: kp.KeyName})
-	run, err := a.ec2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(ami), InstanceType: "m3.medium",
-		MinCount: aws.Int32(1), MaxCount: aws.Int32(1), KeyName: kp.KeyName})
-	if err != nil {
-		t.Fatalf("launching the new AMI %s: %v", ami, err)
-	}
-	id := aws.ToString(run.Instances[0].InstanceId)
-	defer a.ec2.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
-	var ip string
-	for ip == "" {
-		d, err := a.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		in := d.Reservations[0].Instances[0]
-		switch in.State.Name {
-		case ec2types.InstanceStateNameRunning:
-			ip = aws.ToString(in.PrivateIpAddress)
-		case ec2types.InstanceStateNamePending:
-			time.Sleep(200 * time.Millisecond)
-		default:
-			t.Fatalf("instance %s of the new AMI is %s", id, in.State.Name)
-		}
-	}
-	signer, err := ssh.ParsePrivateKey([]byte(aws.ToString(kp.KeyMaterial)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cl *ssh.Client
-	for i := 0; ; i++ {
-		cl, err = ssh.Dial("tcp", ip+":22", &ssh.ClientConfig{User: "admin", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
-			HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 20 * time.Second})
-		if err == nil {
-			break
-		}
-		if i == 30 {
-			t.Fatalf("SSH to the instance of the new AMI at %s: %v", ip, err)
-		}
-		time.Sleep(time.Second)
-	}
-	defer cl.Close()
-	sess, err := cl.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	b, err := sess.CombinedOutput(cmd)
-	if err != nil {
-		t.Fatalf("%s on the new AMI's instance: %v: %s", cmd, err, b)
-	}
-	return string(b)
+	return out
 }
 
 // checkLeftovers fails when the simulator or S3 holds anything a build made besides
