@@ -19,7 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
-	"github.com/instancestore/packer-plugin-instancestore/internal/s3env"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
 	"github.com/instancestore/packer-plugin-instancestore/s3/presigned"
 )
 

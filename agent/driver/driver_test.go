@@ -22,7 +22,7 @@ import (
 
 	"github.com/instancestore/packer-plugin-instancestore/agent"
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
-	"github.com/instancestore/packer-plugin-instancestore/internal/s3env"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
 )
 
 func s3CreateBucket(name string) *s3.CreateBucketInput {

@@ -24,8 +24,8 @@ import (
 	sshcomm "github.com/hashicorp/packer-plugin-sdk/sdk-internals/communicator/ssh"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/instancestore/packer-plugin-instancestore/internal/instance"
-	"github.com/instancestore/packer-plugin-instancestore/internal/s3env"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )

@@ -18,7 +18,7 @@ import (
 
 	"github.com/instancestore/packer-plugin-instancestore/agent"
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
-	"github.com/instancestore/packer-plugin-instancestore/internal/s3env"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 

@@ -28,13 +28,13 @@ import (
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/internal/launch"
-	"github.com/instancestore/packer-plugin-instancestore/internal/localenv"
+	"github.com/instancestore/packer-plugin-instancestore/localenv"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 
 // The acceptance tests run the real `packer build` of example/local against the local
-// EC2 + S3 environment (internal/localenv), in this test process: launch, a shell
+// EC2 + S3 environment (localenv), in this test process: launch, a shell
 // provisioner writes a file, bundle with the agent, upload, register; then the new AMI
 // is launched in the simulator and the file is read over SSH. They need root
 // (network namespaces, loop mounts) and never skip under `make test`

@@ -23,8 +23,8 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/packerbuilderdata"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
-	"github.com/instancestore/packer-plugin-instancestore/internal/ec2sim"
-	"github.com/instancestore/packer-plugin-instancestore/internal/s3env"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/ec2sim"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 

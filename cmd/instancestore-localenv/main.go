@@ -27,8 +27,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/instancestore/packer-plugin-instancestore/internal/ec2sim"
-	"github.com/instancestore/packer-plugin-instancestore/internal/localenv"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/ec2sim"
+	"github.com/instancestore/packer-plugin-instancestore/localenv"
 )
 
 const usage = `usage:

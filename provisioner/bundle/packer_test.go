@@ -25,9 +25,9 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	format "github.com/instancestore/packer-plugin-instancestore/bundle"
-	"github.com/instancestore/packer-plugin-instancestore/internal/ec2sim"
-	"github.com/instancestore/packer-plugin-instancestore/internal/instance"
-	"github.com/instancestore/packer-plugin-instancestore/internal/s3env"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/ec2sim"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 )
 

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"io"
 
-	"github.com/instancestore/packer-plugin-instancestore/internal/s3env"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
 )
 
 // FrontReader reads bundles through an s3env.Front as the EC2 principal: objects the

@@ -9,7 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/instancestore/packer-plugin-instancestore/internal/instance"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 )
 

@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"sync"
 
-	nsinstance "github.com/instancestore/packer-plugin-instancestore/internal/instance"
+	nsinstance "github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 )
 
 // NamespaceLauncher runs each instance as sshd in network namespaces of its own
-// (internal/instance), on a private copy of the AMI's root: a copy of the tree for a
+// (localenv/instance), on a private copy of the AMI's root: a copy of the tree for a
 // seeded AMI, a sparse copy of the image file (loop-mounted) for a registered one. So
 // instances never change their AMI, as on EC2.
 type NamespaceLauncher struct {

@@ -20,8 +20,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
-	nsinstance "github.com/instancestore/packer-plugin-instancestore/internal/instance"
-	"github.com/instancestore/packer-plugin-instancestore/internal/s3env"
+	nsinstance "github.com/instancestore/packer-plugin-instancestore/localenv/instance"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 )
 

@@ -17,9 +17,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/instancestore/packer-plugin-instancestore/internal/ec2sim"
-	"github.com/instancestore/packer-plugin-instancestore/internal/instance"
-	"github.com/instancestore/packer-plugin-instancestore/internal/s3env"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/ec2sim"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
 )
 
 // File names inside the environment's directory.

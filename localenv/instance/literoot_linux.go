@@ -266,7 +266,7 @@ var liteRootFiles = []struct {
 	// lite root does not have: say the same with pam_unix directly.
 	{"etc/pam.d/sudo", 0o644, "auth required pam_unix.so\naccount required pam_unix.so\nsession required pam_unix.so\n"},
 	{"etc/pam.d/other", 0o644, "auth required pam_deny.so\naccount required pam_deny.so\npassword required pam_deny.so\nsession required pam_deny.so\n"},
-	{"etc/ssh/sshd_config", 0o644, "# Lite root: keys only. Instances started by internal/instance use their own config.\n" +
+	{"etc/ssh/sshd_config", 0o644, "# Lite root: keys only. Instances started by localenv/instance use their own config.\n" +
 		"UsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n" +
 		"PrintMotd no\nSubsystem sftp /usr/lib/openssh/sftp-server\n"},
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/instancestore/packer-plugin-instancestore/internal/instance"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 )
 

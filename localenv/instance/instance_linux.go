@@ -215,7 +215,7 @@ func (i *Instance) writeRunDir(keys map[string]string) error {
 }
 
 // sshdConfig listens on the instance address only and accepts public keys only.
-const sshdConfig = `# Written by internal/instance for this instance only.
+const sshdConfig = `# Written by localenv/instance for this instance only.
 ListenAddress %s
 HostKey /run/instance/ssh_host_ed25519_key
 PidFile /run/sshd.pid

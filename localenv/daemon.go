@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/instancestore/packer-plugin-instancestore/internal/instance"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 )
 
 // Serve runs the environment in this process until ctx ends: it starts everything,

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/instancestore/packer-plugin-instancestore/internal/instance"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 )
 
 // DebianAMIName is the optional Debian base AMI (Options.Debian).
