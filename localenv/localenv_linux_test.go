@@ -20,8 +20,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 )
 
 func varMap(vars []Var) map[string]string {

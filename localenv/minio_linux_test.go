@@ -15,8 +15,8 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
-	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
 )
 
 // TestMinIORegisterAndRun uses only what the environment hands out (its variables):

@@ -24,9 +24,9 @@ import (
 	sshcomm "github.com/hashicorp/packer-plugin-sdk/sdk-internals/communicator/ssh"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
-	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 

@@ -28,8 +28,8 @@ import (
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/internal/launch"
-	"github.com/instancestore/packer-plugin-instancestore/localenv"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
+	"github.com/instancestore/packer-plugin-instancestore/localenv"
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 

@@ -27,8 +27,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/instancestore/packer-plugin-instancestore/localenv/ec2sim"
 	"github.com/instancestore/packer-plugin-instancestore/localenv"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/ec2sim"
 )
 
 const usage = `usage:

@@ -16,8 +16,8 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
-	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
 )
 
 // BenchmarkRegisterImage measures instance-store registration (manifest and parts

@@ -20,9 +20,9 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
+	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 	nsinstance "github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
-	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 )
 
 var (

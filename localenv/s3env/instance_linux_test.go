@@ -9,8 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 )
 
 // TestFrontReachableFromInstance: a Front listening on the service address serves the

@@ -25,10 +25,10 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	format "github.com/instancestore/packer-plugin-instancestore/bundle"
+	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 	"github.com/instancestore/packer-plugin-instancestore/localenv/ec2sim"
 	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
-	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 )
 
 // repoRoot is the module root, two levels up from this package.
