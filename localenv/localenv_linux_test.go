@@ -262,7 +262,7 @@ func buildCommand(t *testing.T) string {
 			return
 		}
 		os.Chmod(binDir, 0o755)
-		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "instancestore-localenv"), "../../cmd/instancestore-localenv").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "instancestore-localenv"), "../cmd/instancestore-localenv").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("building the command: %v\n%s", err, out)
 		}
