@@ -192,13 +192,17 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	if fsSize < 16<<20 {
 		return img, fmt.Errorf("--size %d MiB leaves %d MiB for the filesystem: too small", total>>20, fsSize>>20)
 	}
-	if used := usedBytes(plan.Volume); used > fsSize {
-		warn(fmt.Sprintf("the volume uses %d MiB but the image filesystem has %d MiB: the copy will fail unless exclusions make up the difference", used>>20, fsSize>>20))
+	// What the copy writes: the volume's used space less what -e and the emptied
+	// directories leave out.
+	used, left := usedBytes(plan.Volume), plan.leftOutBytes()
+	need := max(used-left, 0)
+	if need > fsSize {
+		warn(fmt.Sprintf("the volume uses %d MiB (%d MiB after exclusions) but the image filesystem has %d MiB: the copy will fail; give a larger --size or exclude more with -e", used>>20, need>>20, fsSize>>20))
 	}
 	var sfs unix.Statfs_t
 	if unix.Statfs(scratch, &sfs) == nil {
-		if free, need := int64(sfs.Bavail)*int64(sfs.Bsize), usedBytes(plan.Volume); free < need {
-			warn(fmt.Sprintf("--scratch %s has %d MiB free but the volume holds %d MiB: the image may not fit; give a --scratch with more room (an instance-store volume)", scratch, free>>20, need>>20))
+		if free := int64(sfs.Bavail) * int64(sfs.Bsize); free < need {
+			warn(fmt.Sprintf("--scratch %s has %d MiB free but the image will hold %d MiB (%d MiB used on the volume, %d MiB excluded): the image will not fit and bundle-vol will fail; give a --scratch with more room (an instance-store volume)", scratch, free>>20, need>>20, used>>20, left>>20))
 		}
 	}
 	img.Size, img.FSOffset = total, offset
@@ -222,15 +226,16 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 			return img, err
 		}
 	}
-	if err := f.Close(); err != nil {
-		return img, fmt.Errorf("writing the image %s: %w", img.Path, err)
-	}
+	// f stays open until the end: its fsync reports the writeback errors of the
+	// loop device's writes into the file, which nothing else would.
+	undo.add(func() error { f.Close(); return nil })
 
 	loop, err := AttachLoop(img.Path, offset, fsSize)
 	if err != nil {
 		return img, err
 	}
 	undo.add(loop.Detach)
+	guard := &imageGuard{file: f, loop: loop.Path, fsType: fs.Type, fsOff: offset, scratch: scratch}
 	cmd, err := MkfsCommand(ctx, fs, loop.Path, fsSize)
 	if err != nil {
 		return img, err
@@ -246,15 +251,33 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		return img, err
 	}
 	undo.add(func() error { return unmount(mnt) })
+	guard.mnt = mnt
 
 	start := time.Now()
 	c := &Copier{Plan: plan, Dst: mnt, Warn: warn, Progress: log}
 	if err := c.Run(ctx); err != nil {
+		// A copy error that comes from lost writes (EIO, a read-only image) is
+		// explained by the image's state.
+		if gerr := guard.checkMounted(); gerr != nil && ctx.Err() == nil {
+			return img, fmt.Errorf("%w (the copy stopped at: %v)", gerr, err)
+		}
 		return img, err
 	}
 	img.Stats = c.Stats()
+	if err := guard.checkMounted(); err != nil {
+		return img, err
+	}
 	// Unmount and detach now (not only in the deferred cleanup) so that their errors,
-	// e.g. a failed journal flush, fail the build.
+	// e.g. a failed journal flush, fail the build; then the image file itself.
+	if err := unmount(mnt); err != nil {
+		return img, err
+	}
+	if err := loop.Detach(); err != nil {
+		return img, err
+	}
+	if err := guard.checkDetached(); err != nil {
+		return img, err
+	}
 	if err := undo.run(); err != nil {
 		return img, err
 	}

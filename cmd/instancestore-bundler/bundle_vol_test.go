@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -205,5 +206,76 @@ func TestBundleVolSIGTERM(t *testing.T) {
 		if b, _ := os.ReadFile(f); strings.HasPrefix(string(b), scratch) {
 			t.Errorf("loop device %s still backed by %s", f, b)
 		}
+	}
+}
+
+// checkNothingLeft fails t when bundle-vol left parts, a manifest, a file in the
+// scratch directory, a mount or a loop device behind.
+func checkNothingLeft(t *testing.T, scratch, dest string) {
+	t.Helper()
+	if left, _ := os.ReadDir(scratch); len(left) != 0 {
+		t.Errorf("scratch directory not emptied: %v", left)
+	}
+	if left, _ := os.ReadDir(dest); len(left) != 0 {
+		t.Errorf("destination holds a partial bundle: %v", left)
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mi), scratch+"/") {
+		t.Errorf("a mount under the scratch directory survived:\n%s", mi)
+	}
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range files {
+		if b, _ := os.ReadFile(f); strings.HasPrefix(string(b), scratch) {
+			t.Errorf("loop device %s still backed by %s", f, b)
+		}
+	}
+}
+
+// TestBundleVolScratchFull images 40 MiB of files through a 24 MiB scratch
+// filesystem: the image's loop device gets write errors (ENOSPC on the scratch), so
+// bundle-vol must fail, say why, and leave no bundle, mount or loop device behind.
+func TestBundleVolScratchFull(t *testing.T) {
+	testroot.Require(t)
+	src, _ := volSource(t, 96)
+	data := make([]byte, 1<<20)
+	for i := 0; i < 40; i++ {
+		rand.Read(data)
+		volMust(t, os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), data, 0o644))
+	}
+	scratch, dest := t.TempDir(), t.TempDir()
+	volMust(t, unix.Mount("tmpfs", scratch, "tmpfs", 0, "size=24m"))
+	t.Cleanup(func() { unix.Unmount(scratch, unix.MNT_DETACH) })
+	code, stdout, stderr := runCLI("bundle-vol", "-u", "111122223333", "--volume", src, "--scratch", scratch, "-d", dest)
+	if code == 0 {
+		t.Fatalf("bundle-vol exit 0 with a full scratch filesystem\nstdout:\n%s\nstderr:\n%s", stdout, stderr)
+	}
+	if !strings.Contains(stderr, "--scratch") {
+		t.Errorf("the error does not name --scratch:\n%s", stderr)
+	}
+	t.Logf("stderr:\n%s", stderr)
+	checkNothingLeft(t, scratch, dest)
+}
+
+// TestBundleVolScratchExcluded: the same 40 MiB volume and 24 MiB scratch, but the
+// big files are excluded with -e: the size check counts the exclusion, warns
+// nothing, and the bundle is made.
+func TestBundleVolScratchExcluded(t *testing.T) {
+	testroot.Require(t)
+	src, _ := volSource(t, 96)
+	volMust(t, os.Mkdir(filepath.Join(src, "big"), 0o755))
+	data := make([]byte, 1<<20)
+	for i := 0; i < 40; i++ {
+		rand.Read(data)
+		volMust(t, os.WriteFile(filepath.Join(src, "big", fmt.Sprintf("f%02d", i)), data, 0o644))
+	}
+	scratch, dest := t.TempDir(), t.TempDir()
+	volMust(t, unix.Mount("tmpfs", scratch, "tmpfs", 0, "size=24m"))
+	t.Cleanup(func() { unix.Unmount(scratch, unix.MNT_DETACH) })
+	code, stdout, stderr := runCLI("bundle-vol", "-u", "111122223333", "--volume", src, "--scratch", scratch, "-d", dest, "-e", src+"/big")
+	if code != 0 {
+		t.Fatalf("bundle-vol exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if strings.Contains(stderr, "warning:") {
+		t.Errorf("a size warning although -e leaves the 40 MiB out:\n%s", stderr)
 	}
 }
