@@ -47,14 +47,58 @@ type Image struct {
 	Stats    CopyStats
 	Plan     *Plan
 	workDir  string
+	scratch  string
+	created  string // the topmost directory of scratch that Build created, or ""
 }
 
-// Remove deletes the image and its work directory.
+// Remove deletes the image and its work directory, and the scratch directories
+// Build created (only those, and only when empty).
 func (img *Image) Remove() error {
 	if img == nil || img.workDir == "" {
 		return nil
 	}
-	return os.RemoveAll(img.workDir)
+	err := os.RemoveAll(img.workDir)
+	removeCreated(img.scratch, img.created)
+	img.created = ""
+	return err
+}
+
+// mkdirAllCreated creates dir and its missing parents (mode 0700) and returns the
+// topmost directory it created ("" when dir existed).
+func mkdirAllCreated(dir string) (string, error) {
+	top := ""
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return "", err
+		}
+		top = d
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	if top == "" {
+		return "", nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		removeCreated(dir, top)
+		return "", err
+	}
+	return top, nil
+}
+
+// removeCreated removes dir and its parents up to top, stopping at the first that is
+// not empty (something else was put there meanwhile).
+func removeCreated(dir, top string) {
+	if top == "" {
+		return
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if os.Remove(d) != nil || d == top || d == filepath.Dir(d) {
+			return
+		}
+	}
 }
 
 // cleanups runs undo actions in reverse order; Build defers it so that every exit path
@@ -121,11 +165,19 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	if _, err := NewPlan(cfg.PlanConfig); err != nil { // option errors before any work
 		return nil, err
 	}
+	created, err := mkdirAllCreated(scratch)
+	if err != nil {
+		return nil, fmt.Errorf("--scratch %s: creating it: %w", scratch, err)
+	}
+	if created != "" {
+		fmt.Fprintf(log, "created --scratch %s (removed again at the end)\n", scratch)
+	}
 	workDir, err := os.MkdirTemp(scratch, "instancestore-bundle-")
 	if err != nil {
+		removeCreated(scratch, created)
 		return nil, fmt.Errorf("--scratch %s: %w", scratch, err)
 	}
-	img = &Image{workDir: workDir, Path: filepath.Join(workDir, cfg.ImageName)}
+	img = &Image{workDir: workDir, Path: filepath.Join(workDir, cfg.ImageName), scratch: scratch, created: created}
 	// The work directory holds the image being written: never copy it, even when the
 	// scratch directory is the volume's root.
 	cfg.Own = append(append([]string(nil), cfg.Own...), workDir)

@@ -72,7 +72,7 @@ func runBundleVol(args []string, stdout, stderr io.Writer) error {
 	boolOpt(f, &filter, "filter", "leave out files matching ec2-bundle-vol's sensitive-file patterns (*.pem, *id_rsa*,\n*.gpg, .ssh/authorized_keys, ...); off by default because it removes TLS and apt keys")
 	boolOpt(f, &noFilter, "no-filter", "accepted for ec2-bundle-vol compatibility: filtering is off unless --filter")
 	f.stringVar(&partition, "P", "partition", "TYPE", "auto, none, mbr or gpt (default auto: keep the table of the disk the volume is on)")
-	f.stringVar(&scratch, "", "scratch", "DIR", "where the sparse image is built (default: the instance-store mount /mnt or\n/media/ephemeral0 if it has room, else /tmp); removed at the end")
+	f.stringVar(&scratch, "", "scratch", "DIR", "where the sparse image is built, in a work directory of its own that is removed\nat the end (default: the instance-store mount /mnt or /media/ephemeral0 if it has\nroom, else /tmp). Created if missing; what was created is removed again at the end.\nNeeds room for the image's data: a full scratch fails the run")
 	f.stringVar(&bundlerDir, "", "bundler-dir", "DIR", "the bundler's working directory (keys, uploaded binary): never copied")
 	var bf BundleFlags
 	bf.Register(f)

@@ -279,3 +279,35 @@ func TestBundleVolScratchExcluded(t *testing.T) {
 		t.Errorf("a size warning although -e leaves the 40 MiB out:\n%s", stderr)
 	}
 }
+
+// TestBundleVolScratchCreated: a missing --scratch is created, with its missing
+// parents, and removed again at the end; the help says so.
+func TestBundleVolScratchCreated(t *testing.T) {
+	testroot.Require(t)
+	src, _ := volSource(t, 32)
+	volMust(t, os.WriteFile(filepath.Join(src, "hello"), []byte("hi\n"), 0o644))
+	base, dest := t.TempDir(), t.TempDir()
+	scratch := filepath.Join(base, "a", "b")
+	code, stdout, stderr := runCLI("bundle-vol", "-u", "111122223333", "--volume", src, "--scratch", scratch, "-d", dest)
+	if code != 0 {
+		t.Fatalf("bundle-vol exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "created --scratch "+scratch) {
+		t.Errorf("stderr does not say the scratch was created:\n%s", stderr)
+	}
+	if _, err := os.Stat(filepath.Join(base, "a")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the created scratch %s/a was not removed: %v", base, err)
+	}
+	// The failure path removes it too (the volume is refused after the scratch exists).
+	code, _, stderr = runCLI("bundle-vol", "-u", "111122223333", "--volume", src, "--scratch", scratch, "-d", dest, "--size", "8")
+	if code == 0 {
+		t.Fatalf("--size 8 accepted:\n%s", stderr)
+	}
+	if _, err := os.Stat(filepath.Join(base, "a")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after a failure, the created scratch %s/a was not removed: %v", base, err)
+	}
+	_, _, help := runCLI("bundle-vol", "-h")
+	if !strings.Contains(help, "Created if missing; what was created is removed again") {
+		t.Errorf("help does not say what happens to --scratch:\n%s", help)
+	}
+}
