@@ -305,8 +305,22 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	undo.add(func() error { return unmount(mnt) })
 	guard.mnt = mnt
 
+	// A bind mount of the volume shows what lies beneath the mounts on it: the mount
+	// points' own metadata and what the volume holds in /dev.
+	under := filepath.Join(workDir, "volume")
+	if err := os.Mkdir(under, 0o700); err != nil {
+		return img, err
+	}
+	if err := unix.Mount(plan.Volume, under, "", unix.MS_BIND, ""); err != nil {
+		return img, fmt.Errorf("bind-mounting --volume %s on %s: %w", plan.Volume, under, err)
+	}
+	undo.add(func() error { return unmount(under) })
+	if err := unix.Mount("", under, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		return img, fmt.Errorf("making the bind mount %s read-only: %w", under, err)
+	}
+
 	start := time.Now()
-	c := &Copier{Plan: plan, Dst: mnt, Warn: warn, Progress: log}
+	c := &Copier{Plan: plan, Dst: mnt, Warn: warn, Progress: log, Under: under}
 	if err := c.Run(ctx); err != nil {
 		// A copy error that comes from lost writes (EIO, a read-only image) is
 		// explained by the image's state.

@@ -57,7 +57,9 @@ var SensitivePatterns = []string{
 }
 
 // alwaysEmptied are directories of the image whose contents are never copied.
-var alwaysEmptied = []string{"/proc", "/sys", "/dev", "/run", "/mnt", "/media"}
+// /dev is not among them: when devtmpfs is mounted on it, the Copier takes what the
+// volume holds beneath the mount; when nothing is mounted there it is copied.
+var alwaysEmptied = []string{"/proc", "/sys", "/run", "/mnt", "/media"}
 
 // Plan decides, path by path, what the copy takes. Paths given to it are paths in the
 // image ("/" is the volume's root).
