@@ -98,6 +98,9 @@ func runBundleVol(args []string, stdout, stderr io.Writer) error {
 	default:
 		return usagef("-P, --partition %q: use auto, none, mbr or gpt", partition)
 	}
+	if _, err := bf.level(); err != nil {
+		return err
+	}
 	if bf.Prefix == "" {
 		bf.Prefix = "image"
 	}
