@@ -157,7 +157,9 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 			err = errors.Join(err, fmt.Errorf("cleaning up: %w", cerr))
 		}
 		if err != nil && img != nil {
-			img.Remove()
+			if rerr := img.Remove(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("the work directory %s could not be removed (%w): remove it once the scratch filesystem is repaired", img.workDir, rerr))
+			}
 			img = nil
 		}
 	}()
