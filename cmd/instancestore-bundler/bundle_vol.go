@@ -55,8 +55,12 @@ func runBundleVol(args []string, stdout, stderr io.Writer) error {
 			"it like ec2-bundle-vol: PREFIX.part.N and PREFIX.manifest.xml in DESTDIR. The image\n"+
 			"has the source's filesystem type, label, UUID and features; everything on that\n"+
 			"filesystem is copied with hard links, holes, owners, modes, times, xattrs and ACLs,\n"+
-			"including dot-files under /. Other mounts, /proc /sys /dev /run, /mnt and /media\n"+
-			"contents, the scratch directory and the bundler's own files are left out. When the\n"+
+			"including dot-files under /. Other mounts, /proc /sys /run, /mnt and /media\n"+
+			"contents, the scratch directory and the bundler's own files are left out; mount-point\n"+
+			"directories keep the mode, owner and times of the volume's own directory beneath\n"+
+			"the mount. /dev gets what the volume holds beneath the devtmpfs mount, plus null,\n"+
+			"zero, tty and console where those are missing. A write error on the image (a full\n"+
+			"or failing --scratch) fails the run: no parts, no manifest. When the\n"+
 			"volume is a partition of an MBR or GPT disk, the image is a disk with the same table,\n"+
 			"boot code and boot gap (an HVM image). Runs as root.")
 	var (
