@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -350,5 +352,39 @@ func TestBuildDevBeneathMount(t *testing.T) {
 	}
 	if e := got["/proc"]; e.Mode != 0o751 || e.Mtime != old {
 		t.Errorf("/proc: mode %#o mtime %v, want the volume's 0751 and %v", e.Mode, e.Mtime, old)
+	}
+}
+
+// TestBuildScratchFullXFS: an xfs volume imaged through a scratch too small for its
+// data fails with ErrImageWrite (xfs reports lost writes through syncfs, or shuts
+// down) and leaves no work directory, mount or loop device.
+func TestBuildScratchFullXFS(t *testing.T) {
+	testroot.Require(t)
+	if _, err := exec.LookPath("mkfs.xfs"); err != nil && os.Getenv("INSTANCESTORE_CI") == "" {
+		t.Skip("mkfs.xfs not installed (xfsprogs)")
+	}
+	src := newTestFS(t, filepath.Join(t.TempDir(), "fs"), 0, 320<<20, "mkfs.xfs", "-q", "-f")
+	data := make([]byte, 1<<20)
+	for i := 0; i < 160; i++ {
+		rand.Read(data)
+		writeFile(t, filepath.Join(src.Dir, fmt.Sprintf("f%03d", i)), data, 0o644)
+	}
+	scratch := t.TempDir()
+	must(t, unix.Mount("tmpfs", scratch, "tmpfs", 0, "size=100m"))
+	t.Cleanup(func() { unix.Unmount(scratch, unix.MNT_DETACH) })
+	img, err := Build(context.Background(), Config{PlanConfig: PlanConfig{Volume: src.Dir, Scratch: scratch}, Partition: PartitionNone})
+	if err == nil {
+		img.Remove()
+		t.Fatal("Build succeeded with a full scratch")
+	}
+	t.Logf("Build: %v", err)
+	if !errors.Is(err, ErrImageWrite) {
+		t.Errorf("error %v is not ErrImageWrite", err)
+	}
+	if left, _ := os.ReadDir(scratch); len(left) != 0 {
+		t.Errorf("scratch not emptied: %v", left)
+	}
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), scratch+"/") {
+		t.Errorf("a mount under the scratch survived:\n%s", mi)
 	}
 }
