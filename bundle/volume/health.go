@@ -23,6 +23,7 @@ var ErrImageWrite = errors.New("writes to the image were lost")
 type imageGuard struct {
 	file    *os.File // the image file, opened before the loop device: its fsync reports every writeback error since
 	loop    string   // /dev/loopN
+	dev     *os.File // the loop device, open since before mkfs: its fsync reports the block device's lost writes
 	mnt     string   // where the image filesystem is mounted
 	fsType  string
 	fsOff   int64  // byte offset of the filesystem in the image
@@ -56,6 +57,11 @@ func (g *imageGuard) checkMounted() error {
 	// (Linux 5.8+), and an xfs that shut down answers EIO.
 	if err := unix.Syncfs(fd); err != nil {
 		return g.scratchErr("flushing the image filesystem", err)
+	}
+	if g.dev != nil {
+		if err := g.dev.Sync(); err != nil {
+			return g.scratchErr("flushing the image's loop device "+g.loop, err)
+		}
 	}
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(fd, &st); err != nil {

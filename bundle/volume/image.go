@@ -289,7 +289,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		return img, err
 	}
 	undo.add(loop.Detach)
-	guard := &imageGuard{file: f, loop: loop.Path, fsType: fs.Type, fsOff: offset, scratch: scratch}
+	guard := &imageGuard{file: f, loop: loop.Path, dev: loop.f, fsType: fs.Type, fsOff: offset, scratch: scratch}
 	cmd, err := MkfsCommand(ctx, fs, loop.Path, fsSize)
 	if err != nil {
 		return img, err
