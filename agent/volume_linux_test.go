@@ -2,12 +2,16 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
@@ -90,5 +94,59 @@ func TestAgentBundlesVolume(t *testing.T) {
 	}
 	if got, _ := exec.Command("debugfs", "-R", "stat /secret.pem", out.Name()).CombinedOutput(); !strings.Contains(string(got), "not found") {
 		t.Errorf("the filter left secret.pem in the image: %s", got)
+	}
+}
+
+// TestAgentVolumeScratchFull: with a scratch filesystem too small for the image, the
+// agent reports the failure as its error event (so the builder and provisioner fail
+// and register nothing), uploads no part, and leaves the scratch empty.
+func TestAgentVolumeScratchFull(t *testing.T) {
+	testroot.Require(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(src, 0o755)
+	data := make([]byte, 1<<20)
+	for i := 0; i < 40; i++ {
+		rand.Read(data)
+		os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), data, 0o644)
+	}
+	fsImg := filepath.Join(dir, "fs.img")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-d", src, fsImg, "96M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	if out, err := exec.Command("mount", "-o", "loop,ro", fsImg, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-d", mnt).Run() })
+	scratch := filepath.Join(dir, "scratch")
+	os.Mkdir(scratch, 0o700)
+	if err := unix.Mount("tmpfs", scratch, "tmpfs", 0, "size=24m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(scratch, unix.MNT_DETACH) })
+
+	st := &objectStore{objs: map[string][]byte{}}
+	srv := httptest.NewServer(st)
+	defer srv.Close()
+	req, _ := newRequest(t, "")
+	req.Mode, req.Image = ModeVolume, ""
+	req.Volume = &VolumeRequest{Volume: mnt, Scratch: scratch, Partition: "none"}
+	h, err, _ := runHost(t, req, srv.URL, 0)
+	if err == nil {
+		t.Fatal("the agent succeeded with a full scratch filesystem")
+	}
+	if !strings.Contains(h.errMsg, "writes to the image were lost") || !strings.Contains(h.errMsg, "--scratch") {
+		t.Errorf("error event %q does not say the image writes were lost on the scratch", h.errMsg)
+	}
+	if h.result != nil {
+		t.Errorf("a result was reported: %+v", h.result)
+	}
+	if len(st.objs) != 0 {
+		t.Errorf("objects uploaded: %d", len(st.objs))
+	}
+	if left, _ := os.ReadDir(scratch); len(left) != 0 {
+		t.Errorf("scratch not cleaned: %v", left)
 	}
 }

@@ -32,9 +32,8 @@ ours=("$bin/bundlewrite" -p bench ${LEVEL:+-level "$LEVEL"}) # + -i IMAGE -d OUT
 ours_name="bench/bundlewrite (bundle.Write + DirSink, no manifest)"
 if (cd "$repo" && go build -o "$bin/instancestore-bundler" ./cmd/instancestore-bundler 2>/dev/null) &&
 	"$bin/instancestore-bundler" bundle-image -h >/dev/null 2>&1; then # unknown commands exit 2
-	ours=("$bin/instancestore-bundler" bundle-image -p bench -u 123456789012 -r x86_64)
+	ours=("$bin/instancestore-bundler" bundle-image -p bench -u 123456789012 -r x86_64 ${LEVEL:+--level "$LEVEL"})
 	ours_name="instancestore-bundler bundle-image"
-	[[ -z ${LEVEL:-} ]] || echo "bench: LEVEL is ignored by the CLI" >&2
 else
 	(cd "$repo" && go build -o "$bin/bundlewrite" ./bench/bundlewrite)
 fi

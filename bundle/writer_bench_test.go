@@ -25,7 +25,7 @@ func BenchmarkWrite(b *testing.B) {
 	}
 	defer img.Close()
 	key, _ := NewKey()
-	for _, level := range []int{1, 4, DefaultLevel, 6, 9} {
+	for _, level := range []int{1, 4, 5, DefaultLevel, 9} {
 		b.Run(fmt.Sprintf("level%d", level), func(b *testing.B) {
 			b.SetBytes(dataSize(img.Extents()))
 			var bundled int64

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -97,7 +99,12 @@ func populateRoot(t *testing.T, root string) (skip, emptied []string) {
 	writeFile(t, p("mnt/data/file"), []byte("ephemeral"), 0o644)
 	writeFile(t, p("media/cdrom/x"), []byte("x"), 0o644)
 	writeFile(t, p("proc/stale"), []byte("x"), 0o644)
+	// /dev is not a mount point here: it is copied like any other directory (the
+	// standard nodes are on disk, so none is added).
 	writeFile(t, p("dev/console-on-disk"), []byte("x"), 0o644)
+	for _, n := range standardDevNodes {
+		must(t, unix.Mknod(p("dev/"+n.name), unix.S_IFCHR|n.mode, int(unix.Mkdev(n.major, n.minor))))
+	}
 	// -e and -i
 	writeFile(t, p("home/user/.cache/big"), []byte("cache"), 0o644)
 	writeFile(t, p("var/log/keep.log"), []byte("keep"), 0o644)
@@ -139,8 +146,8 @@ func populateRoot(t *testing.T, root string) (skip, emptied []string) {
 		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, q, []unix.Timespec{at, mt}, unix.AT_SYMLINK_NOFOLLOW))
 	}
 	skip = []string{"/home/user/.cache", "/var/log/drop.log", "/srv/nodes/sock",
-		"/mnt/data", "/media/cdrom", "/proc/stale", "/dev/console-on-disk", "/srv/nested/on-tmpfs"}
-	emptied = []string{"/mnt", "/media", "/proc", "/dev", "/srv/nested"}
+		"/mnt/data", "/media/cdrom", "/proc/stale", "/srv/nested/on-tmpfs"}
+	emptied = []string{"/mnt", "/media", "/proc", "/srv/nested"}
 	return skip, emptied
 }
 
@@ -176,6 +183,16 @@ func buildAndCompare(t *testing.T, mkfs []string, sizeMiB int64) {
 	// The source is walked after Build: Build flushes it, and before that SEEK_DATA may
 	// not see data still in the page cache (block-mapped files on ext2/ext3).
 	want := walkTree(t, src.Dir, skip, emptied)
+	// A mount point's directory is the volume's own, beneath the mount (0750 and its
+	// times, not the tmpfs root's 0711): read it through a bind mount of the volume.
+	beneath := t.TempDir()
+	must(t, unix.Mount(src.Dir, beneath, "", unix.MS_BIND, ""))
+	under := walkTree(t, beneath, nil, nil)["/srv/nested"]
+	must(t, unix.Unmount(beneath, 0))
+	if under.Mode != 0o750 {
+		t.Fatalf("beneath the mount /srv/nested has mode %#o, want the 0750 the test made", under.Mode)
+	}
+	want["/srv/nested"] = under
 	// The forced include under /mnt is expected too.
 	for _, p := range []string{"/mnt/forced", "/mnt/forced/kept"} {
 		want[p] = walkTree(t, src.Dir, nil, nil)[p]
@@ -286,5 +303,88 @@ func TestBuildRefusesOverEC2Limit(t *testing.T) {
 	must(t, err)
 	if img.Size != 256<<20 || info.Size != 256<<20 {
 		t.Errorf("image %d bytes, filesystem %d, want 256 MiB", img.Size, info.Size)
+	}
+}
+
+// TestBuildDevBeneathMount: with a tmpfs mounted on /dev (as devtmpfs is), the image's
+// /dev holds what the volume itself holds beneath the mount, plus the standard nodes
+// it lacks; mount points (/proc here) keep the mode and times of the volume's own
+// directory, not of the filesystem mounted on them.
+func TestBuildDevBeneathMount(t *testing.T) {
+	testroot.Require(t)
+	src := newTestFS(t, filepath.Join(t.TempDir(), "fs"), 0, 32<<20, "mkfs.ext4", "-q")
+	p := func(s string) string { return filepath.Join(src.Dir, s) }
+	must(t, os.Mkdir(p("dev"), 0o755))
+	must(t, unix.Mknod(p("dev/console"), unix.S_IFCHR|0o620, int(unix.Mkdev(5, 1))))
+	must(t, unix.Chmod(p("dev/console"), 0o620))
+	writeFile(t, p("dev/on-disk"), []byte("x"), 0o644)
+	must(t, os.Mkdir(p("proc"), 0o751))
+	old := unix.NsecToTimespec(time.Date(2020, 1, 2, 3, 4, 5, 6, time.UTC).UnixNano())
+	must(t, unix.UtimesNano(p("proc"), []unix.Timespec{old, old}))
+	for _, d := range []string{"dev", "proc"} {
+		must(t, unix.Mount("tmpfs", p(d), "tmpfs", 0, "mode=0555"))
+		dir := p(d)
+		t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	}
+	writeFile(t, p("dev/in-devtmpfs"), []byte("x"), 0o644)
+
+	img, err := Build(context.Background(), Config{PlanConfig: PlanConfig{Volume: src.Dir, Scratch: t.TempDir()}})
+	must(t, err)
+	t.Cleanup(func() { img.Remove() })
+	got := walkTree(t, mountImage(t, img), nil, nil)
+	if e := got["/dev/console"]; e.Type != unix.S_IFCHR || e.Mode != 0o620 || e.Rdev != unix.Mkdev(5, 1) {
+		t.Errorf("/dev/console is not the volume's own node (c 5,1 0620): %v", e)
+	}
+	if _, ok := got["/dev/on-disk"]; !ok {
+		t.Errorf("/dev/on-disk (beneath the mount) is missing")
+	}
+	if _, ok := got["/dev/in-devtmpfs"]; ok {
+		t.Errorf("/dev/in-devtmpfs (on the mounted filesystem) was copied")
+	}
+	for _, n := range standardDevNodes[:3] {
+		e := got["/dev/"+n.name]
+		if e.Type != unix.S_IFCHR || e.Mode != n.mode || e.Rdev != unix.Mkdev(n.major, n.minor) || e.Uid != 0 {
+			t.Errorf("/dev/%s: %v, want c %d,%d %#o root", n.name, e, n.major, n.minor, n.mode)
+		}
+	}
+	if e := got["/dev"]; e.Mode != 0o755 {
+		t.Errorf("/dev has mode %#o, want the volume's 0755", e.Mode)
+	}
+	if e := got["/proc"]; e.Mode != 0o751 || e.Mtime != old {
+		t.Errorf("/proc: mode %#o mtime %v, want the volume's 0751 and %v", e.Mode, e.Mtime, old)
+	}
+}
+
+// TestBuildScratchFullXFS: an xfs volume imaged through a scratch too small for its
+// data fails with ErrImageWrite (xfs reports lost writes through syncfs, or shuts
+// down) and leaves no work directory, mount or loop device.
+func TestBuildScratchFullXFS(t *testing.T) {
+	testroot.Require(t)
+	if _, err := exec.LookPath("mkfs.xfs"); err != nil && os.Getenv("INSTANCESTORE_CI") == "" {
+		t.Skip("mkfs.xfs not installed (xfsprogs)")
+	}
+	src := newTestFS(t, filepath.Join(t.TempDir(), "fs"), 0, 320<<20, "mkfs.xfs", "-q", "-f")
+	data := make([]byte, 1<<20)
+	for i := 0; i < 160; i++ {
+		rand.Read(data)
+		writeFile(t, filepath.Join(src.Dir, fmt.Sprintf("f%03d", i)), data, 0o644)
+	}
+	scratch := t.TempDir()
+	must(t, unix.Mount("tmpfs", scratch, "tmpfs", 0, "size=100m"))
+	t.Cleanup(func() { unix.Unmount(scratch, unix.MNT_DETACH) })
+	img, err := Build(context.Background(), Config{PlanConfig: PlanConfig{Volume: src.Dir, Scratch: scratch}, Partition: PartitionNone})
+	if err == nil {
+		img.Remove()
+		t.Fatal("Build succeeded with a full scratch")
+	}
+	t.Logf("Build: %v", err)
+	if !errors.Is(err, ErrImageWrite) {
+		t.Errorf("error %v is not ErrImageWrite", err)
+	}
+	if left, _ := os.ReadDir(scratch); len(left) != 0 {
+		t.Errorf("scratch not emptied: %v", left)
+	}
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), scratch+"/") {
+		t.Errorf("a mount under the scratch survived:\n%s", mi)
 	}
 }

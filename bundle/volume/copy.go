@@ -36,11 +36,17 @@ type Copier struct {
 	// Progress, when set, gets a line every ProgressInterval (default 2 s) and at the end.
 	Progress         io.Writer
 	ProgressInterval time.Duration
+	// Under, when set, is where the volume's own filesystem is visible with nothing
+	// mounted on it (a bind mount of the volume): mount-point directories take their
+	// metadata from there, and /dev's contents are read from there.
+	Under string
 
-	stats CopyStats
-	links map[inodeKey]string
-	buf   []byte
-	flags []pendingFlags
+	stats      CopyStats
+	rootDev    uint64
+	underRoots []string // image paths read from Under
+	links      map[inodeKey]string
+	buf        []byte
+	flags      []pendingFlags
 }
 
 // pendingFlags are inode flags (chattr) set after the whole copy: an immutable file
@@ -91,6 +97,7 @@ func (c *Copier) Run(ctx context.Context) error {
 	if err := unix.Lstat(c.Plan.SystemPath("/"), &st); err != nil {
 		return fmt.Errorf("reading volume %s: %w", c.Plan.Volume, err)
 	}
+	c.rootDev = st.Dev
 	// Write back dirty data first: SEEK_DATA does not see delayed allocations in
 	// block-mapped (ext2/ext3-style) files, and would make their fresh data holes.
 	c.syncFS(c.Plan.SystemPath("/"))
@@ -100,7 +107,76 @@ func (c *Copier) Run(ctx context.Context) error {
 	if err := c.copyDir(ctx, "/", &st, Decision{Action: Copy}); err != nil {
 		return err
 	}
+	if err := c.devNodes(); err != nil {
+		return err
+	}
 	return c.applyFlags()
+}
+
+// src is where the copy reads the image path ip: the live system, or Under for what
+// lies beneath a mount.
+func (c *Copier) src(ip string) string {
+	for _, r := range c.underRoots {
+		if within(ip, r) {
+			return c.Under + ip
+		}
+	}
+	return c.Plan.SystemPath(ip)
+}
+
+// beneathMount handles an entry of the volume that another filesystem is mounted
+// on (its live st is on another device): the image gets the volume's own entry
+// beneath the mount, and for /dev also what the volume holds there (device nodes a
+// kernel needs before devtmpfs is mounted).
+func (c *Copier) beneathMount(ip string, st *unix.Stat_t, d Decision) (*unix.Stat_t, Decision) {
+	if c.Under == "" || st.Dev == c.rootDev || d.Action != EmptyDir && ip != "/dev" {
+		return st, d // on the volume, or an included (-i) mount whose contents are wanted
+	}
+	var under unix.Stat_t
+	if err := unix.Lstat(c.Under+ip, &under); err != nil {
+		return st, d // a mount under another mount: nothing of the volume beneath it
+	}
+	c.underRoots = append(c.underRoots, ip)
+	if ip == "/dev" && under.Mode&unix.S_IFMT == unix.S_IFDIR {
+		d = Decision{Copy, ""}
+	}
+	return &under, d
+}
+
+// standardDevNodes are the nodes ec2-bundle-vol creates in /dev: a kernel booting
+// without an initramfs opens /dev/console before anything mounts devtmpfs.
+var standardDevNodes = []struct {
+	name         string
+	major, minor uint32
+	mode         uint32
+}{
+	{"null", 1, 3, 0o666}, {"zero", 1, 5, 0o666}, {"tty", 5, 0, 0o666}, {"console", 5, 1, 0o600},
+}
+
+// devNodes creates, in the image's /dev (when the volume has one), each standard
+// node the volume itself did not hold.
+func (c *Copier) devNodes() error {
+	if c.Plan.Decide("/dev").Action == Skip {
+		return nil
+	}
+	var st unix.Stat_t
+	if unix.Lstat(c.Dst+"/dev", &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return nil
+	}
+	for _, n := range standardDevNodes {
+		p := c.Dst + "/dev/" + n.name
+		if unix.Lstat(p, &st) == nil {
+			continue
+		}
+		if err := unix.Mknod(p, unix.S_IFCHR|n.mode, int(unix.Mkdev(n.major, n.minor))); err != nil {
+			return dstErr("creating node", "/dev/"+n.name, err)
+		}
+		if err := unix.Chmod(p, n.mode); err != nil { // mknod applies the umask
+			return dstErr("setting mode of", "/dev/"+n.name, err)
+		}
+		atomic.AddInt64(&c.stats.Devices, 1)
+	}
+	return nil
 }
 
 // syncFS flushes the filesystem holding p (syncfs(2)).
@@ -216,7 +292,7 @@ func (c *Copier) copyDir(ctx context.Context, ip string, st *unix.Stat_t, d Deci
 }
 
 func (c *Copier) copyChildren(ctx context.Context, ip string, partial bool) error {
-	src := c.Plan.SystemPath(ip)
+	src := c.src(ip)
 	fd, err := openNoAtime(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
 	if err != nil {
 		if isVanished(err) {
@@ -253,9 +329,9 @@ func (c *Copier) copyChildren(ctx context.Context, ip string, partial bool) erro
 }
 
 func (c *Copier) copyEntry(ctx context.Context, ip string, d Decision) error {
-	src := c.Plan.SystemPath(ip)
-	var st unix.Stat_t
-	if err := unix.Lstat(src, &st); err != nil {
+	src := c.src(ip)
+	var lst unix.Stat_t
+	if err := unix.Lstat(src, &lst); err != nil {
 		if isVanished(err) {
 			c.warn("%s vanished during the copy", src)
 		} else {
@@ -263,13 +339,15 @@ func (c *Copier) copyEntry(ctx context.Context, ip string, d Decision) error {
 		}
 		return nil
 	}
+	st, d := c.beneathMount(ip, &lst, d)
+	src = c.src(ip)
 	dst := c.Dst + ip
 	mode := st.Mode & unix.S_IFMT
 	if mode == unix.S_IFDIR {
 		if d.Action == EmptyDir {
 			c.Plan.Note(ip, d)
 		}
-		return c.copyDir(ctx, ip, &st, d)
+		return c.copyDir(ctx, ip, st, d)
 	}
 	if mode == unix.S_IFSOCK {
 		atomic.AddInt64(&c.stats.Sockets, 1)
@@ -293,7 +371,7 @@ func (c *Copier) copyEntry(ctx context.Context, ip string, d Decision) error {
 	}
 	switch mode {
 	case unix.S_IFREG:
-		ok, err := c.copyFile(ip, src, dst, &st)
+		ok, err := c.copyFile(ip, src, dst, st)
 		if err != nil || !ok {
 			return err
 		}
@@ -308,7 +386,7 @@ func (c *Copier) copyEntry(ctx context.Context, ip string, d Decision) error {
 			return dstErr("creating symlink", ip, err)
 		}
 		atomic.AddInt64(&c.stats.Symlinks, 1)
-		return c.setMeta(ip, &st, true)
+		return c.setMeta(ip, st, true)
 	case unix.S_IFCHR, unix.S_IFBLK, unix.S_IFIFO:
 		if err := unix.Mknod(dst, st.Mode, int(st.Rdev)); err != nil {
 			return dstErr("creating node", ip, err)
@@ -322,7 +400,7 @@ func (c *Copier) copyEntry(ctx context.Context, ip string, d Decision) error {
 		c.warn("%s has unknown file type %#o: skipped", src, mode)
 		return nil
 	}
-	return c.setMeta(ip, &st, false)
+	return c.setMeta(ip, st, false)
 }
 
 // openNoAtime opens without touching the source's atime (O_NOATIME), falling back to
@@ -426,7 +504,7 @@ func copyExtents(dst, src *os.File, size int64, buf []byte) (n int64, short bool
 // times come last.
 func (c *Copier) setMeta(ip string, st *unix.Stat_t, symlink bool) error {
 	dst := c.Dst + ip
-	src := c.Plan.SystemPath(ip)
+	src := c.src(ip)
 	if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
 		return dstErr("setting owner of", ip, err)
 	}

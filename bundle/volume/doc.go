@@ -13,6 +13,10 @@
 //     holds the root, rebuilt for the new size with the boot code and boot gap kept;
 //   - loop.go, mount.go: loop devices and mounts by syscall, undone on every exit path;
 //   - copy.go: the metadata-exact copy (sparse files, hard links, devices, FIFOs,
-//     owners, modes, times, all xattrs and so POSIX ACLs);
+//     owners, modes, times, all xattrs and so POSIX ACLs); mount points and /dev are
+//     read beneath their mounts, through a bind mount of the volume;
+//   - health.go: after the copy, proof that every write reached the image (syncfs,
+//     the filesystem's error state, fsync of the image file): a full or failing
+//     scratch fails the build instead of making a corrupt image;
 //   - image.go: Build, which strings them together into a sparse image file.
 package volume

@@ -47,14 +47,58 @@ type Image struct {
 	Stats    CopyStats
 	Plan     *Plan
 	workDir  string
+	scratch  string
+	created  string // the topmost directory of scratch that Build created, or ""
 }
 
-// Remove deletes the image and its work directory.
+// Remove deletes the image and its work directory, and the scratch directories
+// Build created (only those, and only when empty).
 func (img *Image) Remove() error {
 	if img == nil || img.workDir == "" {
 		return nil
 	}
-	return os.RemoveAll(img.workDir)
+	err := os.RemoveAll(img.workDir)
+	removeCreated(img.scratch, img.created)
+	img.created = ""
+	return err
+}
+
+// mkdirAllCreated creates dir and its missing parents (mode 0700) and returns the
+// topmost directory it created ("" when dir existed).
+func mkdirAllCreated(dir string) (string, error) {
+	top := ""
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return "", err
+		}
+		top = d
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	if top == "" {
+		return "", nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		removeCreated(dir, top)
+		return "", err
+	}
+	return top, nil
+}
+
+// removeCreated removes dir and its parents up to top, stopping at the first that is
+// not empty (something else was put there meanwhile).
+func removeCreated(dir, top string) {
+	if top == "" {
+		return
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if os.Remove(d) != nil || d == top || d == filepath.Dir(d) {
+			return
+		}
+	}
 }
 
 // cleanups runs undo actions in reverse order; Build defers it so that every exit path
@@ -113,7 +157,9 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 			err = errors.Join(err, fmt.Errorf("cleaning up: %w", cerr))
 		}
 		if err != nil && img != nil {
-			img.Remove()
+			if rerr := img.Remove(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("the work directory %s could not be removed (%w): remove it once the scratch filesystem is repaired", img.workDir, rerr))
+			}
 			img = nil
 		}
 	}()
@@ -121,11 +167,19 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	if _, err := NewPlan(cfg.PlanConfig); err != nil { // option errors before any work
 		return nil, err
 	}
+	created, err := mkdirAllCreated(scratch)
+	if err != nil {
+		return nil, fmt.Errorf("--scratch %s: creating it: %w", scratch, err)
+	}
+	if created != "" {
+		fmt.Fprintf(log, "created --scratch %s (removed again at the end)\n", scratch)
+	}
 	workDir, err := os.MkdirTemp(scratch, "instancestore-bundle-")
 	if err != nil {
+		removeCreated(scratch, created)
 		return nil, fmt.Errorf("--scratch %s: %w", scratch, err)
 	}
-	img = &Image{workDir: workDir, Path: filepath.Join(workDir, cfg.ImageName)}
+	img = &Image{workDir: workDir, Path: filepath.Join(workDir, cfg.ImageName), scratch: scratch, created: created}
 	// The work directory holds the image being written: never copy it, even when the
 	// scratch directory is the volume's root.
 	cfg.Own = append(append([]string(nil), cfg.Own...), workDir)
@@ -192,13 +246,17 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	if fsSize < 16<<20 {
 		return img, fmt.Errorf("--size %d MiB leaves %d MiB for the filesystem: too small", total>>20, fsSize>>20)
 	}
-	if used := usedBytes(plan.Volume); used > fsSize {
-		warn(fmt.Sprintf("the volume uses %d MiB but the image filesystem has %d MiB: the copy will fail unless exclusions make up the difference", used>>20, fsSize>>20))
+	// What the copy writes: the volume's used space less what -e and the emptied
+	// directories leave out.
+	used, left := usedBytes(plan.Volume), plan.leftOutBytes()
+	need := max(used-left, 0)
+	if need > fsSize {
+		warn(fmt.Sprintf("the volume uses %d MiB (%d MiB after exclusions) but the image filesystem has %d MiB: the copy will fail; give a larger --size or exclude more with -e", used>>20, need>>20, fsSize>>20))
 	}
 	var sfs unix.Statfs_t
 	if unix.Statfs(scratch, &sfs) == nil {
-		if free, need := int64(sfs.Bavail)*int64(sfs.Bsize), usedBytes(plan.Volume); free < need {
-			warn(fmt.Sprintf("--scratch %s has %d MiB free but the volume holds %d MiB: the image may not fit; give a --scratch with more room (an instance-store volume)", scratch, free>>20, need>>20))
+		if free := int64(sfs.Bavail) * int64(sfs.Bsize); free < need {
+			warn(fmt.Sprintf("--scratch %s has %d MiB free but the image will hold %d MiB (%d MiB used on the volume, %d MiB excluded): the image will not fit and bundle-vol will fail; give a --scratch with more room (an instance-store volume)", scratch, free>>20, need>>20, used>>20, left>>20))
 		}
 	}
 	img.Size, img.FSOffset = total, offset
@@ -222,15 +280,16 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 			return img, err
 		}
 	}
-	if err := f.Close(); err != nil {
-		return img, fmt.Errorf("writing the image %s: %w", img.Path, err)
-	}
+	// f stays open until the end: its fsync reports the writeback errors of the
+	// loop device's writes into the file, which nothing else would.
+	undo.add(func() error { f.Close(); return nil })
 
 	loop, err := AttachLoop(img.Path, offset, fsSize)
 	if err != nil {
 		return img, err
 	}
 	undo.add(loop.Detach)
+	guard := &imageGuard{file: f, loop: loop.Path, dev: loop.f, fsType: fs.Type, fsOff: offset, scratch: scratch}
 	cmd, err := MkfsCommand(ctx, fs, loop.Path, fsSize)
 	if err != nil {
 		return img, err
@@ -246,15 +305,47 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		return img, err
 	}
 	undo.add(func() error { return unmount(mnt) })
+	guard.mnt = mnt
+
+	// A bind mount of the volume shows what lies beneath the mounts on it: the mount
+	// points' own metadata and what the volume holds in /dev.
+	under := filepath.Join(workDir, "volume")
+	if err := os.Mkdir(under, 0o700); err != nil {
+		return img, err
+	}
+	if err := unix.Mount(plan.Volume, under, "", unix.MS_BIND, ""); err != nil {
+		return img, fmt.Errorf("bind-mounting --volume %s on %s: %w", plan.Volume, under, err)
+	}
+	undo.add(func() error { return unmount(under) })
+	if err := unix.Mount("", under, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		return img, fmt.Errorf("making the bind mount %s read-only: %w", under, err)
+	}
 
 	start := time.Now()
-	c := &Copier{Plan: plan, Dst: mnt, Warn: warn, Progress: log}
+	c := &Copier{Plan: plan, Dst: mnt, Warn: warn, Progress: log, Under: under}
 	if err := c.Run(ctx); err != nil {
+		// A copy error that comes from lost writes (EIO, a read-only image) is
+		// explained by the image's state.
+		if gerr := guard.checkMounted(); gerr != nil && ctx.Err() == nil {
+			return img, fmt.Errorf("%w (the copy stopped at: %v)", gerr, err)
+		}
 		return img, err
 	}
 	img.Stats = c.Stats()
+	if err := guard.checkMounted(); err != nil {
+		return img, err
+	}
 	// Unmount and detach now (not only in the deferred cleanup) so that their errors,
-	// e.g. a failed journal flush, fail the build.
+	// e.g. a failed journal flush, fail the build; then the image file itself.
+	if err := unmount(mnt); err != nil {
+		return img, err
+	}
+	if err := loop.Detach(); err != nil {
+		return img, err
+	}
+	if err := guard.checkDetached(); err != nil {
+		return img, err
+	}
 	if err := undo.run(); err != nil {
 		return img, err
 	}

@@ -3,10 +3,13 @@ package volume
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // Action says what the copy does with one path.
@@ -54,7 +57,9 @@ var SensitivePatterns = []string{
 }
 
 // alwaysEmptied are directories of the image whose contents are never copied.
-var alwaysEmptied = []string{"/proc", "/sys", "/dev", "/run", "/mnt", "/media"}
+// /dev is not among them: when devtmpfs is mounted on it, the Copier takes what the
+// volume holds beneath the mount; when nothing is mounted there it is copied.
+var alwaysEmptied = []string{"/proc", "/sys", "/run", "/mnt", "/media"}
 
 // Plan decides, path by path, what the copy takes. Paths given to it are paths in the
 // image ("/" is the volume's root).
@@ -333,4 +338,57 @@ func globRegexp(pat string) *regexp.Regexp {
 	}
 	b.WriteString("$")
 	return regexp.MustCompile(b.String())
+}
+
+// leftOutBytes estimates the space, on the volume's own filesystem, of what the plan
+// leaves out: -e paths, the bundler's files and the contents of emptied directories.
+// Forced includes are not subtracted (the estimate errs towards "fits").
+func (p *Plan) leftOutBytes() int64 {
+	var root syscall.Stat_t
+	if syscall.Lstat(p.Volume, &root) != nil {
+		return 0
+	}
+	var dirs []string
+	for ip := range p.exclude {
+		dirs = append(dirs, ip)
+	}
+	for ip := range p.emptied {
+		if !p.pseudo[ip] {
+			dirs = append(dirs, ip)
+		}
+	}
+	sort.Strings(dirs)
+	seen := map[uint64]bool{}
+	var total int64
+	var counted []string
+	for _, ip := range dirs {
+		if slices.ContainsFunc(counted, func(c string) bool { return within(ip, c) }) {
+			continue // counted with its parent
+		}
+		counted = append(counted, ip)
+		filepath.WalkDir(p.SystemPath(ip), func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			var st syscall.Stat_t
+			if syscall.Lstat(path, &st) != nil || st.Dev != root.Dev {
+				if d != nil && d.IsDir() {
+					return filepath.SkipDir // another mount: not on the volume
+				}
+				return nil
+			}
+			if d.IsDir() && path == p.SystemPath(ip) && p.emptied[ip] != "" {
+				return nil // an emptied directory itself is created
+			}
+			if st.Nlink > 1 && !d.IsDir() {
+				if seen[st.Ino] {
+					return nil
+				}
+				seen[st.Ino] = true
+			}
+			total += st.Blocks * 512
+			return nil
+		})
+	}
+	return total
 }

@@ -69,7 +69,7 @@ func TestPlanDecide(t *testing.T) {
 		{"/.dotfile", Copy},
 		{"/proc", EmptyDir},
 		{"/run", EmptyDir},
-		{"/dev", EmptyDir},
+		{"/dev", Copy}, // not a mount point here: copied like any directory
 		{"/sys", EmptyDir},
 		{"/media", EmptyDir},
 		{"/boot", EmptyDir},            // another filesystem

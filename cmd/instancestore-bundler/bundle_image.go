@@ -105,7 +105,7 @@ func writeBundle(ctx context.Context, img *bundle.Image, setup *BundleSetup, std
 			os.Remove(filepath.Join(setup.Destination, n))
 		}
 	}
-	res, err := bundle.Write(ctx, img, bundle.WriterConfig{Name: setup.Prefix, Key: key}, sink)
+	res, err := bundle.Write(ctx, img, bundle.WriterConfig{Name: setup.Prefix, Key: key, Level: setup.Level}, sink)
 	if err != nil {
 		cleanup()
 		return nil, err

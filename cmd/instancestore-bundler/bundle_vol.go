@@ -55,8 +55,12 @@ func runBundleVol(args []string, stdout, stderr io.Writer) error {
 			"it like ec2-bundle-vol: PREFIX.part.N and PREFIX.manifest.xml in DESTDIR. The image\n"+
 			"has the source's filesystem type, label, UUID and features; everything on that\n"+
 			"filesystem is copied with hard links, holes, owners, modes, times, xattrs and ACLs,\n"+
-			"including dot-files under /. Other mounts, /proc /sys /dev /run, /mnt and /media\n"+
-			"contents, the scratch directory and the bundler's own files are left out. When the\n"+
+			"including dot-files under /. Other mounts, /proc /sys /run, /mnt and /media\n"+
+			"contents, the scratch directory and the bundler's own files are left out; mount-point\n"+
+			"directories keep the mode, owner and times of the volume's own directory beneath\n"+
+			"the mount. /dev gets what the volume holds beneath the devtmpfs mount, plus null,\n"+
+			"zero, tty and console where those are missing. A write error on the image (a full\n"+
+			"or failing --scratch) fails the run: no parts, no manifest. When the\n"+
 			"volume is a partition of an MBR or GPT disk, the image is a disk with the same table,\n"+
 			"boot code and boot gap (an HVM image). Runs as root.")
 	var (
@@ -72,7 +76,7 @@ func runBundleVol(args []string, stdout, stderr io.Writer) error {
 	boolOpt(f, &filter, "filter", "leave out files matching ec2-bundle-vol's sensitive-file patterns (*.pem, *id_rsa*,\n*.gpg, .ssh/authorized_keys, ...); off by default because it removes TLS and apt keys")
 	boolOpt(f, &noFilter, "no-filter", "accepted for ec2-bundle-vol compatibility: filtering is off unless --filter")
 	f.stringVar(&partition, "P", "partition", "TYPE", "auto, none, mbr or gpt (default auto: keep the table of the disk the volume is on)")
-	f.stringVar(&scratch, "", "scratch", "DIR", "where the sparse image is built (default: the instance-store mount /mnt or\n/media/ephemeral0 if it has room, else /tmp); removed at the end")
+	f.stringVar(&scratch, "", "scratch", "DIR", "where the sparse image is built, in a work directory of its own that is removed\nat the end (default: the instance-store mount /mnt or /media/ephemeral0 if it has\nroom, else /tmp). Created if missing; what was created is removed again at the end.\nNeeds room for the image's data: a full scratch fails the run")
 	f.stringVar(&bundlerDir, "", "bundler-dir", "DIR", "the bundler's working directory (keys, uploaded binary): never copied")
 	var bf BundleFlags
 	bf.Register(f)
@@ -97,6 +101,9 @@ func runBundleVol(args []string, stdout, stderr io.Writer) error {
 	case volume.PartitionAuto, volume.PartitionNone, volume.PartitionMBR, volume.PartitionGPT:
 	default:
 		return usagef("-P, --partition %q: use auto, none, mbr or gpt", partition)
+	}
+	if _, err := bf.level(); err != nil {
+		return err
 	}
 	if bf.Prefix == "" {
 		bf.Prefix = "image"

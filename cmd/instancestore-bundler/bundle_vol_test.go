@@ -7,9 +7,11 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -206,4 +208,164 @@ func TestBundleVolSIGTERM(t *testing.T) {
 			t.Errorf("loop device %s still backed by %s", f, b)
 		}
 	}
+}
+
+// checkNothingLeft fails t when bundle-vol left parts, a manifest, a file in the
+// scratch directory, a mount or a loop device behind.
+func checkNothingLeft(t *testing.T, scratch, dest string, ok ...string) {
+	t.Helper()
+	left, _ := os.ReadDir(scratch)
+	for _, e := range left {
+		if !slices.Contains(ok, e.Name()) {
+			t.Errorf("scratch directory not emptied: %s", e.Name())
+		}
+	}
+	if left, _ := os.ReadDir(dest); len(left) != 0 {
+		t.Errorf("destination holds a partial bundle: %v", left)
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mi), scratch+"/") {
+		t.Errorf("a mount under the scratch directory survived:\n%s", mi)
+	}
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range files {
+		if b, _ := os.ReadFile(f); strings.HasPrefix(string(b), scratch) {
+			t.Errorf("loop device %s still backed by %s", f, b)
+		}
+	}
+}
+
+// TestBundleVolScratchFull images 40 MiB of files through a 24 MiB scratch
+// filesystem: the image's loop device gets write errors (ENOSPC on the scratch), so
+// bundle-vol must fail, say why, and leave no bundle, mount or loop device behind.
+func TestBundleVolScratchFull(t *testing.T) {
+	testroot.Require(t)
+	src, _ := volSource(t, 96)
+	data := make([]byte, 1<<20)
+	for i := 0; i < 40; i++ {
+		rand.Read(data)
+		volMust(t, os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), data, 0o644))
+	}
+	scratch, dest := t.TempDir(), t.TempDir()
+	volMust(t, unix.Mount("tmpfs", scratch, "tmpfs", 0, "size=24m"))
+	t.Cleanup(func() { unix.Unmount(scratch, unix.MNT_DETACH) })
+	code, stdout, stderr := runCLI("bundle-vol", "-u", "111122223333", "--volume", src, "--scratch", scratch, "-d", dest)
+	if code == 0 {
+		t.Fatalf("bundle-vol exit 0 with a full scratch filesystem\nstdout:\n%s\nstderr:\n%s", stdout, stderr)
+	}
+	if !strings.Contains(stderr, "--scratch") {
+		t.Errorf("the error does not name --scratch:\n%s", stderr)
+	}
+	t.Logf("stderr:\n%s", stderr)
+	checkNothingLeft(t, scratch, dest)
+}
+
+// TestBundleVolScratchExcluded: the same 40 MiB volume and 24 MiB scratch, but the
+// big files are excluded with -e: the size check counts the exclusion, warns
+// nothing, and the bundle is made.
+func TestBundleVolScratchExcluded(t *testing.T) {
+	testroot.Require(t)
+	src, _ := volSource(t, 96)
+	volMust(t, os.Mkdir(filepath.Join(src, "big"), 0o755))
+	data := make([]byte, 1<<20)
+	for i := 0; i < 40; i++ {
+		rand.Read(data)
+		volMust(t, os.WriteFile(filepath.Join(src, "big", fmt.Sprintf("f%02d", i)), data, 0o644))
+	}
+	scratch, dest := t.TempDir(), t.TempDir()
+	volMust(t, unix.Mount("tmpfs", scratch, "tmpfs", 0, "size=24m"))
+	t.Cleanup(func() { unix.Unmount(scratch, unix.MNT_DETACH) })
+	code, stdout, stderr := runCLI("bundle-vol", "-u", "111122223333", "--volume", src, "--scratch", scratch, "-d", dest, "-e", src+"/big")
+	if code != 0 {
+		t.Fatalf("bundle-vol exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if strings.Contains(stderr, "warning:") {
+		t.Errorf("a size warning although -e leaves the 40 MiB out:\n%s", stderr)
+	}
+}
+
+// TestBundleVolScratchCreated: a missing --scratch is created, with its missing
+// parents, and removed again at the end; the help says so.
+func TestBundleVolScratchCreated(t *testing.T) {
+	testroot.Require(t)
+	src, _ := volSource(t, 32)
+	volMust(t, os.WriteFile(filepath.Join(src, "hello"), []byte("hi\n"), 0o644))
+	base, dest := t.TempDir(), t.TempDir()
+	scratch := filepath.Join(base, "a", "b")
+	code, stdout, stderr := runCLI("bundle-vol", "-u", "111122223333", "--volume", src, "--scratch", scratch, "-d", dest)
+	if code != 0 {
+		t.Fatalf("bundle-vol exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "created --scratch "+scratch) {
+		t.Errorf("stderr does not say the scratch was created:\n%s", stderr)
+	}
+	if _, err := os.Stat(filepath.Join(base, "a")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the created scratch %s/a was not removed: %v", base, err)
+	}
+	// The failure path removes it too (the volume is refused after the scratch exists).
+	code, _, stderr = runCLI("bundle-vol", "-u", "111122223333", "--volume", src, "--scratch", scratch, "-d", dest, "--size", "8")
+	if code == 0 {
+		t.Fatalf("--size 8 accepted:\n%s", stderr)
+	}
+	if _, err := os.Stat(filepath.Join(base, "a")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after a failure, the created scratch %s/a was not removed: %v", base, err)
+	}
+	_, _, help := runCLI("bundle-vol", "-h")
+	if !strings.Contains(help, "Created if missing; what was created is removed again") {
+		t.Errorf("help does not say what happens to --scratch:\n%s", help)
+	}
+}
+
+// TestBundleVolScratchDiskFault injects I/O errors under the scratch: the scratch is
+// an ext4 of 256 MiB on a loop device whose backing file lives on a 40 MiB tmpfs, so
+// every write to the scratch's disk past 40 MiB fails with EIO, as a failing disk
+// does (this kernel has no device-mapper, so no dm-error or dm-flakey target). The
+// scratch filesystem believes it has room; the image's loop device gets the errors
+// from it. bundle-vol must fail, say so, and leave no bundle, mount or loop device.
+func TestBundleVolScratchDiskFault(t *testing.T) {
+	testroot.Require(t)
+	src, _ := volSource(t, 128)
+	data := make([]byte, 1<<20)
+	for i := 0; i < 80; i++ {
+		rand.Read(data)
+		volMust(t, os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), data, 0o644))
+	}
+	disk := t.TempDir()
+	volMust(t, unix.Mount("tmpfs", disk, "tmpfs", 0, "size=40m"))
+	t.Cleanup(func() { unix.Unmount(disk, unix.MNT_DETACH) })
+	scratch, dest := t.TempDir(), t.TempDir()
+	// Detach and unmount run in reverse order of registration: unmount first.
+	file := filepath.Join(disk, "scratch.disk")
+	volMust(t, os.WriteFile(file, nil, 0o600))
+	volMust(t, os.Truncate(file, 256<<20))
+	l, err := volume.AttachLoop(file, 0, 0)
+	volMust(t, err)
+	t.Cleanup(func() { l.Detach() })
+	if out, err := exec.Command("mkfs.ext4", "-q", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", l.Path).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v %s", err, out)
+	}
+	volMust(t, unix.Mount(l.Path, scratch, "ext4", 0, "errors=continue"))
+	t.Cleanup(func() { unix.Unmount(scratch, unix.MNT_DETACH) })
+
+	code, stdout, stderr := runCLI("bundle-vol", "-u", "111122223333", "--volume", src, "--scratch", scratch, "-d", dest)
+	if code == 0 {
+		t.Fatalf("bundle-vol exit 0 with a failing scratch disk\nstdout:\n%s\nstderr:\n%s", stdout, stderr)
+	}
+	if !strings.Contains(stderr, "writes to the image were lost") || !strings.Contains(stderr, "--scratch") {
+		t.Errorf("the error does not say the image writes were lost on the scratch:\n%s", stderr)
+	}
+	t.Logf("stderr:\n%s", stderr)
+	if strings.Contains(stderr, "warning: --scratch") {
+		t.Errorf("the scratch has room: no size warning expected:\n%s", stderr)
+	}
+	// When the failing disk turned the scratch filesystem read-only, the work
+	// directory cannot go: then the error must name it.
+	ok := []string{"lost+found"}
+	if left, _ := filepath.Glob(filepath.Join(scratch, "instancestore-bundle-*")); len(left) == 1 {
+		if !strings.Contains(stderr, "the work directory "+left[0]+" could not be removed") {
+			t.Errorf("%s is left and the error does not say so:\n%s", left[0], stderr)
+		}
+		ok = append(ok, filepath.Base(left[0]))
+	}
+	checkNothingLeft(t, scratch, dest, ok...)
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
@@ -118,6 +119,7 @@ type BundleFlags struct {
 	BlockDeviceMapping  string // -B/--block-device-mapping virtual=device,...
 	ProductCodes        string // --productcodes code1,code2
 	Prefix, Destination string // -p/--prefix, -d/--destination
+	Level               string // --level: gzip level 1-9
 }
 
 // Register defines the shared options on fs.
@@ -136,6 +138,19 @@ func (b *BundleFlags) Register(f *flagSet) {
 	f.stringVar(&b.ProductCodes, "", "productcodes", "CODES", "product codes separated by commas")
 	f.stringVar(&b.Prefix, "p", "prefix", "NAME", "bundle name: file prefix of the parts and manifest (default: the image's file name)")
 	f.stringVar(&b.Destination, "d", "destination", "DIR", "directory for the parts and the manifest (default: current directory)")
+	f.stringVar(&b.Level, "", "level", "N", fmt.Sprintf("gzip level from 1 (fastest, largest) to 9 (smallest, slowest); default %d,\nwithin 5%% of gzip -9's size (bench/README.md has the table)", bundle.DefaultLevel))
+}
+
+// level parses --level (0 when not given: bundle.DefaultLevel).
+func (b *BundleFlags) level() (int, error) {
+	if b.Level == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(b.Level)
+	if err != nil || n < 1 || n > 9 {
+		return 0, usagef("--level %q: give a gzip level from 1 (fastest) to 9 (smallest); the default is %d", b.Level, bundle.DefaultLevel)
+	}
+	return n, nil
 }
 
 // BundleSetup is everything resolved from BundleFlags that a bundle needs.
@@ -148,12 +163,17 @@ type BundleSetup struct {
 	Throwaway   bool // UserCert/UserKey were generated: nobody can unbundle later
 	Prefix      string
 	Destination string
+	Level       int // gzip level; 0 is bundle.DefaultLevel
 }
 
 // Resolve checks every option and loads the key material. When no user certificate
 // is given it makes a throw-away pair and says on stderr what that means.
 func (b *BundleFlags) Resolve(stderr io.Writer) (*BundleSetup, error) {
 	s := &BundleSetup{Prefix: b.Prefix, Destination: b.Destination}
+	var err error
+	if s.Level, err = b.level(); err != nil {
+		return nil, err
+	}
 	user := bundle.NormalizeAccountID(strings.TrimSpace(b.User))
 	switch {
 	case b.User == "":
