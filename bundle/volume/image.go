@@ -314,11 +314,14 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		return img, err
 	}
 	if err := unix.Mount(plan.Volume, under, "", unix.MS_BIND, ""); err != nil {
-		return img, fmt.Errorf("bind-mounting --volume %s on %s: %w", plan.Volume, under, err)
-	}
-	undo.add(func() error { return unmount(under) })
-	if err := unix.Mount("", under, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
-		return img, fmt.Errorf("making the bind mount %s read-only: %w", under, err)
+		// Seen in containers that forbid mounts: the copy still works, with less.
+		warn(fmt.Sprintf("cannot bind-mount --volume %s (%v): mount points get the metadata of what is mounted on them, and /dev only the standard nodes", plan.Volume, err))
+		under = ""
+	} else {
+		undo.add(func() error { return unmount(under) })
+		if err := unix.Mount("", under, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+			return img, fmt.Errorf("making the bind mount %s read-only: %w", under, err)
+		}
 	}
 
 	start := time.Now()
