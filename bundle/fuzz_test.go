@@ -30,6 +30,7 @@ func FuzzParseManifest(f *testing.F) {
 	if b, err := os.ReadFile("testdata/golden/full.manifest.xml"); err == nil {
 		f.Add(b)
 	}
+	fuzzcheck.CapMinimize(time.Second)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := ParseManifest(data)
 		if err != nil {
