@@ -185,7 +185,13 @@ func (a *agent) run(ctx context.Context, req *Request) (*bundle.Result, error) {
 		}
 	case ModeVolume:
 		a.phase.Store("imaging")
-		vimg, err := buildVolumeImage(ctx, req, a.log)
+		// Sweep what a killed run left, and mark this one (see StateDir).
+		vreq, release, err := markRun(req, a.log)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		vimg, err := buildVolumeImage(ctx, vreq, a.log)
 		if err != nil {
 			return nil, err
 		}
