@@ -51,9 +51,9 @@ func Run(ctx context.Context, in io.Reader, out io.Writer) (err error) {
 	if rerr != nil && len(line) == 0 {
 		return fmt.Errorf("reading the request on stdin: %w", rerr)
 	}
-	var req Request
-	if err := json.Unmarshal(line, &req); err != nil {
-		return a.fail(fmt.Errorf("decoding the request: %w", err))
+	req, derr := DecodeRequest(line)
+	if req == nil {
+		return a.fail(derr)
 	}
 	defer func() {
 		if req.WorkDir != "" {
@@ -63,8 +63,8 @@ func Run(ctx context.Context, in io.Reader, out io.Writer) (err error) {
 			}
 		}
 	}()
-	if err := req.Check(); err != nil {
-		return a.fail(err)
+	if derr != nil {
+		return a.fail(derr)
 	}
 
 	// Replies arrive while the bundle streams. EOF before the result means the host
@@ -91,7 +91,7 @@ func Run(ctx context.Context, in io.Reader, out io.Writer) (err error) {
 		}
 	}()
 
-	res, err := a.run(ctx, &req)
+	res, err := a.run(ctx, req)
 	if err != nil {
 		if c := context.Cause(ctx); c != nil && ctx.Err() != nil {
 			err = fmt.Errorf("%w (%v)", err, c)
@@ -185,7 +185,13 @@ func (a *agent) run(ctx context.Context, req *Request) (*bundle.Result, error) {
 		}
 	case ModeVolume:
 		a.phase.Store("imaging")
-		vimg, err := buildVolumeImage(ctx, req, a.log)
+		// Sweep what a killed run left, and mark this one (see StateDir).
+		vreq, release, err := markRun(req, a.log)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		vimg, err := buildVolumeImage(ctx, vreq, a.log)
 		if err != nil {
 			return nil, err
 		}

@@ -15,6 +15,7 @@ package agent
 
 import (
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
@@ -71,6 +72,18 @@ type VolumeRequest struct {
 	Includes  []string `json:"includes,omitempty"`  // -i
 	Filter    bool     `json:"filter,omitempty"`    // ec2-bundle-vol's sensitive-file filter
 	Partition string   `json:"partition,omitempty"` // auto, none, mbr, gpt
+}
+
+// DecodeRequest decodes and checks the request line the host sends first.
+func DecodeRequest(line []byte) (*Request, error) {
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		return nil, fmt.Errorf("decoding the request: %w", err)
+	}
+	if err := req.Check(); err != nil {
+		return &req, err
+	}
+	return &req, nil
 }
 
 // Key parses the request's key and IV.

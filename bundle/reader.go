@@ -179,6 +179,12 @@ type decryptReader struct {
 const decryptChunk = 256 << 10
 
 func newDecryptReader(src io.Reader, k Key) (*decryptReader, error) {
+	return newDecryptReaderSize(src, k, decryptChunk)
+}
+
+// newDecryptReaderSize decrypts chunk bytes at a time (a multiple of the block size):
+// a small bundle needs no 256 KiB buffers.
+func newDecryptReaderSize(src io.Reader, k Key, chunk int) (*decryptReader, error) {
 	block, err := aes.NewCipher(k.Key[:])
 	if err != nil {
 		return nil, fmt.Errorf("bundle key: %w", err)
@@ -186,8 +192,8 @@ func newDecryptReader(src io.Reader, k Key) (*decryptReader, error) {
 	return &decryptReader{
 		src:  src,
 		mode: cipher.NewCBCDecrypter(block, k.IV[:]),
-		in:   make([]byte, decryptChunk+aes.BlockSize),
-		obuf: make([]byte, decryptChunk+aes.BlockSize),
+		in:   make([]byte, chunk+aes.BlockSize),
+		obuf: make([]byte, chunk+aes.BlockSize),
 	}, nil
 }
 
@@ -239,6 +245,11 @@ func (r *decryptReader) fill() error {
 	r.n = copy(r.in, r.in[d:r.n])
 	r.out = r.obuf[:d]
 	return nil
+}
+
+// roundUpBlock rounds n up to a multiple of the AES block size (at least one block).
+func roundUpBlock(n int64) int64 {
+	return max(aes.BlockSize, (n+aes.BlockSize-1)/aes.BlockSize*aes.BlockSize)
 }
 
 // maxTarTrailer bounds the padding read after the tar end marker: GNU tar's largest
@@ -294,7 +305,7 @@ func readBundle(ctx context.Context, m *Manifest, key Key, src PartSource, out i
 	rep.Add("part names", "%s, no paths", plural(len(m.Parts), "plain file name"))
 	parts := newPartReader(ctx, m, src)
 	defer parts.Close()
-	dec, err := newDecryptReader(parts, key)
+	dec, err := newDecryptReaderSize(parts, key, int(min(decryptChunk, roundUpBlock(m.BundledSize))))
 	if err != nil {
 		return err
 	}
@@ -367,7 +378,7 @@ func wrapStreamErr(parts *partReader, what string, err error) error {
 // copyImage reads size bytes of image data from r and passes the blocks that are not
 // all zero to out, coalesced.
 func copyImage(ctx context.Context, r io.Reader, size int64, out imageWriter) error {
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, min(1<<20, (size+holeBlock-1)/holeBlock*holeBlock))
 	zero := make([]byte, holeBlock)
 	var off int64
 	for off < size {

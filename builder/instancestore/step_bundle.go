@@ -17,10 +17,18 @@ import (
 // stepBundle bundles the instance's root volume with the agent and uploads the parts
 // and the signed manifest to the bucket (see agent/driver). Its Cleanup deletes the
 // uploaded objects when the build fails or is cancelled later on.
+//
+// Run may run again after a failure (-on-error=ask, "retry"): it then first deletes
+// the parts a failed attempt left under the bundle's name (the driver deletes what it
+// uploaded, but that can fail too), so that the new bundle has no stale parts beside
+// it. On a first attempt nothing is deleted: parts already there are someone else's.
 type stepBundle struct {
 	GeneratedData *packerbuilderdata.GeneratedData
 
 	uploaded *bundleLocation
+	attempts int
+	// bundle runs the agent and uploads (driver.Run; tests replace it).
+	bundle func(context.Context, driver.Config) (*driver.Result, error)
 }
 
 // manifestConfig is what the manifest says besides the bundle itself: the owner, the
@@ -91,8 +99,18 @@ func (s *stepBundle) Run(ctx context.Context, state multistep.StateBag) multiste
 	if err != nil {
 		return halt(state, err)
 	}
+	s.uploaded = nil
+	if s.attempts++; s.attempts > 1 {
+		if err := s.removeFailedAttempt(ctx, state, c.BundlePrefix); err != nil {
+			return halt(state, err)
+		}
+	}
 	ui(state).Say(fmt.Sprintf("Bundling the root volume as %s into %s...", c.BundlePrefix, dc.Bucket))
-	res, err := driver.Run(ctx, dc)
+	run := s.bundle
+	if run == nil {
+		run = driver.Run
+	}
+	res, err := run(ctx, dc)
 	if err != nil {
 		return haltf(state, "bundling the instance: %w", err)
 	}
@@ -104,6 +122,25 @@ func (s *stepBundle) Run(ctx context.Context, state multistep.StateBag) multiste
 	state.Put(keyBundle, s.uploaded)
 	s.GeneratedData.Put("BundleManifest", "s3://"+res.ManifestLocation)
 	return multistep.ActionContinue
+}
+
+// removeFailedAttempt deletes the parts of bundle name that an earlier attempt of
+// this step left in the bucket. A manifest is never deleted here: the driver refuses
+// to overwrite one, and an earlier attempt that got as far as the manifest succeeded.
+func (s *stepBundle) removeFailedAttempt(ctx context.Context, state multistep.StateBag, name string) error {
+	b := bucketOf(state)
+	parts, err := b.List(ctx, name+".part.")
+	if err != nil {
+		return fmt.Errorf("retrying the bundle: %w", err)
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	ui(state).Say(fmt.Sprintf("Retrying: deleting the %d parts the failed attempt left under %s...", len(parts), b))
+	if err := b.Delete(ctx, parts); err != nil {
+		return fmt.Errorf("retrying the bundle: deleting the failed attempt's parts: %w", err)
+	}
+	return nil
 }
 
 // Cleanup deletes the uploaded bundle when the build did not finish: no AMI uses it.

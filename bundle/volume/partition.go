@@ -159,7 +159,9 @@ func (l *DiskLayout) readGPT(f io.ReaderAt, disk *SourceDisk) error {
 	}
 	var h gptHeader
 	binary.Read(bytes.NewReader(hb), binary.LittleEndian, &h)
-	if string(h.Signature[:]) != "EFI PART" || h.HeaderSize < 92 || h.HeaderSize > sectorSize || h.EntrySize < 128 || h.NumEntries == 0 || h.NumEntries > 4096 {
+	if string(h.Signature[:]) != "EFI PART" || h.HeaderSize < 92 || h.HeaderSize > sectorSize || h.EntrySize < 128 || h.EntrySize > 4096 || h.NumEntries == 0 || h.NumEntries > 4096 ||
+		// The entry array is read whole: bound it (a standard one is 16 KiB).
+		uint64(h.NumEntries)*uint64(h.EntrySize) > 1<<20 {
 		return fmt.Errorf("%s has a protective MBR but no valid GPT header", disk.Path)
 	}
 	check := bytes.Clone(hb[:h.HeaderSize])
