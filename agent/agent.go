@@ -25,8 +25,15 @@ import (
 // It is what `instancestore-bundler agent` and the plugin binary invoked with
 // PluginArg run. SIGINT, SIGTERM, SIGHUP and SIGPIPE stop the run cleanly.
 func Main(args []string) int {
+	if len(args) == 1 && args[0] == "sweep" {
+		// What a killed run left (see StateDir); the host runs it after a failure.
+		for _, msg := range Sweep(StateDir) {
+			fmt.Println(msg)
+		}
+		return 0
+	}
 	if len(args) > 0 {
-		fmt.Fprintf(os.Stderr, "instancestore-bundler agent takes no arguments: the Packer plugin drives it over stdin and stdout\n")
+		fmt.Fprintf(os.Stderr, "instancestore-bundler agent takes no arguments but sweep: the Packer plugin drives it over stdin and stdout\n")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)

@@ -7,3 +7,9 @@ package agent
 func markRun(req *Request, _ func(string, ...any)) (*Request, func(), error) {
 	return req, func() {}, nil
 }
+
+// Sweep has nothing to do where volume runs do not exist.
+func Sweep(string) []string { return nil }
+
+// StateDir is where Linux runs leave their markers.
+const StateDir = "/run/instancestore-bundler"

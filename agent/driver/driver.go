@@ -199,7 +199,8 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 
 type run struct {
 	cfg  Config
-	dir  string // the agent's private directory on the instance
+	dir  string       // the agent's private directory on the instance
+	bin  *agentBinary // set once the agent is started: its sweep runs after a failure
 	sudo bool
 
 	mu     sync.Mutex
@@ -216,6 +217,7 @@ func (r *run) issue(name string) {
 
 // runAgent starts the agent, feeds it the job and serves its events until the result.
 func (r *run) runAgent(ctx context.Context, bin *agentBinary, job *agent.Request) (*bundle.Result, error) {
+	r.bin = bin
 	command, err := r.command(r.dir+"/instancestore-bundler", bin.args)
 	if err != nil {
 		return nil, err
@@ -384,6 +386,32 @@ func hideURL(u string) {
 	packersdk.LogSecretFilter.Set(secrets...)
 }
 
+// sweep runs the agent's sweep: an agent that was killed (or whose session died)
+// may have left mounts, loop devices and scratch behind. Best effort: the next run
+// on the instance sweeps too.
+func (r *run) sweep(ctx context.Context) {
+	exe := r.dir + "/instancestore-bundler"
+	// An agent that exited removed itself and undid its own work; one that was
+	// killed is still there, and so is what it made.
+	if _, err := r.remote(ctx, "test -x "+quote(exe)); err != nil {
+		return
+	}
+	cmd, err := r.command(exe, r.bin.args+" sweep")
+	if err != nil {
+		return
+	}
+	out, err := r.remote(ctx, cmd)
+	if err != nil {
+		r.cfg.Ui.Sayf("Could not sweep the agent's leftovers on the instance: %v", err)
+		return
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line != "" {
+			r.cfg.Ui.Sayf("Agent: %s", line)
+		}
+	}
+}
+
 // cleanupAfterFailure undoes the run: agent stopped (by runAgent's defer), its
 // directory removed, every object it may have uploaded deleted.
 func (r *run) cleanupAfterFailure(cause error) error {
@@ -395,6 +423,9 @@ func (r *run) cleanupAfterFailure(cause error) error {
 		case <-r.exited:
 		case <-time.After(30 * time.Second):
 		}
+	}
+	if r.dir != "" && r.bin != nil {
+		r.sweep(ctx)
 	}
 	if r.dir != "" {
 		if err := r.removeDir(ctx); err != nil {
