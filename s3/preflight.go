@@ -16,6 +16,9 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
+// ErrNoBucket is Preflight's error when the bucket does not exist and Create is unset.
+var ErrNoBucket = errors.New("does not exist")
+
 // PreflightOptions configure Preflight.
 type PreflightOptions struct {
 	// Create makes the bucket (in the bucket's region, with ACLs enabled) when it
@@ -33,11 +36,11 @@ func (b *Bucket) Preflight(ctx context.Context, opts PreflightOptions) (created 
 	switch {
 	case err == nil:
 		if r := aws.ToString(head.BucketRegion); r != "" && b.Region != "" && r != b.Region {
-			return false, fmt.Errorf("s3_bucket %q is in region %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
+			return false, fmt.Errorf("bucket %q is in region %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
 		}
 	case httpStatus(err) == http.StatusNotFound:
 		if !opts.Create {
-			return false, fmt.Errorf("s3_bucket %q does not exist: create it in %s with ACLs enabled, or let the plugin create it", b.Name, b.Region)
+			return false, fmt.Errorf("bucket %q %w in %s", b.Name, ErrNoBucket, b.Region)
 		}
 		if err := b.create(ctx); err != nil {
 			return false, err
@@ -50,11 +53,11 @@ func (b *Bucket) Preflight(ctx context.Context, opts PreflightOptions) (created 
 		if r == "" {
 			r = "another region"
 		}
-		return false, fmt.Errorf("s3_bucket %q is in %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
+		return false, fmt.Errorf("bucket %q is in %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
 	case httpStatus(err) == http.StatusForbidden:
-		return false, fmt.Errorf("s3_bucket %q: access denied (it belongs to another account, or the credentials lack s3:ListBucket): %w", b.Name, err)
+		return false, fmt.Errorf("bucket %q: access denied (it belongs to another account, or the credentials lack s3:ListBucket): %w", b.Name, err)
 	default:
-		return false, fmt.Errorf("checking s3_bucket %q: %w", b.Name, err)
+		return false, fmt.Errorf("checking bucket %q: %w", b.Name, err)
 	}
 	if !created {
 		if err := b.checkRegion(ctx); err != nil {
@@ -81,7 +84,7 @@ func (b *Bucket) create(ctx context.Context) error {
 		if errors.As(err, &ae) && ae.ErrorCode() == "BucketAlreadyOwnedByYou" {
 			return nil
 		}
-		return fmt.Errorf("creating s3_bucket %q in %s: %w", b.Name, b.Region, err)
+		return fmt.Errorf("creating bucket %q in %s: %w", b.Name, b.Region, err)
 	}
 	return nil
 }
@@ -103,7 +106,7 @@ func (b *Bucket) checkRegion(ctx context.Context) error {
 		r = "eu-west-1"
 	}
 	if r != b.Region {
-		return fmt.Errorf("s3_bucket %q is in region %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
+		return fmt.Errorf("bucket %q is in region %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
 	}
 	return nil
 }
@@ -120,7 +123,7 @@ func (b *Bucket) checkOwnership(ctx context.Context) error {
 	}
 	for _, r := range out.OwnershipControls.Rules {
 		if r.ObjectOwnership == types.ObjectOwnershipBucketOwnerEnforced {
-			return fmt.Errorf("s3_bucket %q has ACLs disabled (Object Ownership \"Bucket owner enforced\"): EC2 reads bundle objects only through the aws-exec-read ACL; set Object Ownership to \"Object writer\" or \"Bucket owner preferred\" (aws s3api put-bucket-ownership-controls --bucket %s --ownership-controls Rules=[{ObjectOwnership=ObjectWriter}]) or use another bucket", b.Name, b.Name)
+			return fmt.Errorf("bucket %q has ACLs disabled (Object Ownership \"Bucket owner enforced\"): EC2 reads bundle objects only through the aws-exec-read ACL; set Object Ownership to \"Object writer\" or \"Bucket owner preferred\" (aws s3api put-bucket-ownership-controls --bucket %s --ownership-controls Rules=[{ObjectOwnership=ObjectWriter}]) or use another bucket", b.Name, b.Name)
 		}
 	}
 	return nil
