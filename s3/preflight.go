@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -64,6 +65,9 @@ func (b *Bucket) Preflight(ctx context.Context, opts PreflightOptions) (created 
 			return false, err
 		}
 		if err := b.checkOwnership(ctx); err != nil {
+			return false, err
+		}
+		if err := b.checkEncryption(ctx); err != nil {
 			return false, err
 		}
 	}
@@ -124,6 +128,30 @@ func (b *Bucket) checkOwnership(ctx context.Context) error {
 	for _, r := range out.OwnershipControls.Rules {
 		if r.ObjectOwnership == types.ObjectOwnershipBucketOwnerEnforced {
 			return fmt.Errorf("bucket %q has ACLs disabled (Object Ownership \"Bucket owner enforced\"): EC2 reads bundle objects only through the aws-exec-read ACL; set Object Ownership to \"Object writer\" or \"Bucket owner preferred\" (aws s3api put-bucket-ownership-controls --bucket %s --ownership-controls Rules=[{ObjectOwnership=ObjectWriter}]) or use another bucket", b.Name, b.Name)
+		}
+	}
+	return nil
+}
+
+// checkEncryption refuses a bucket whose default encryption is SSE-KMS: EC2 reads
+// bundle parts as its own principal, which has no kms:Decrypt on the customer's key, so
+// RegisterImage of such a bundle fails. Setting SSE-S3 on each object instead would
+// work only where no bucket policy requires KMS, and would silently override what the
+// bucket's owner chose; so the preflight says how to fix the bucket instead.
+func (b *Bucket) checkEncryption(ctx context.Context) error {
+	out, err := b.Client.GetBucketEncryption(ctx, &s3.GetBucketEncryptionInput{Bucket: aws.String(b.Name)})
+	if err != nil || out.ServerSideEncryptionConfiguration == nil {
+		// No default encryption configured, no permission to read it, or a server
+		// without the API: nothing to say.
+		return nil
+	}
+	for _, r := range out.ServerSideEncryptionConfiguration.Rules {
+		d := r.ApplyServerSideEncryptionByDefault
+		if d == nil {
+			continue
+		}
+		if alg := string(d.SSEAlgorithm); strings.HasPrefix(alg, "aws:kms") {
+			return fmt.Errorf("bucket %q encrypts new objects with %s by default: EC2 cannot read bundle parts encrypted with a KMS key, so RegisterImage would fail; use a bucket with SSE-S3 (AES256) default encryption (aws s3api put-bucket-encryption --bucket %s --server-side-encryption-configuration '{\"Rules\":[{\"ApplyServerSideEncryptionByDefault\":{\"SSEAlgorithm\":\"AES256\"}}]}'), or another bucket", b.Name, alg, b.Name)
 		}
 	}
 	return nil
