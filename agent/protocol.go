@@ -88,6 +88,9 @@ func (r *Request) Check() error {
 	if _, err := r.BundleKey(); err != nil {
 		return err
 	}
+	if r.CompressionLevel < 0 || r.CompressionLevel > 9 {
+		return fmt.Errorf("compression level %d: use 1 (fastest) to 9 (smallest), or 0 for the default", r.CompressionLevel)
+	}
 	switch r.Mode {
 	case ModeImage:
 		if r.Image == "" {

@@ -275,6 +275,10 @@ func TestStepCheckSourceAMI(t *testing.T) {
 			i.RootDeviceType = ec2types.DeviceTypeEbs
 			return i
 		}, `has root device type "ebs": this builder needs an instance store-backed source AMI`},
+		{[]string{"m1.small"}, "paravirtual", func(i ec2types.Image) ec2types.Image {
+			i.Platform = ec2types.PlatformValuesWindows
+			return i
+		}, `is a Windows AMI: the bundling agent runs on Linux only`},
 	} {
 		im := *img
 		if tc.img != nil {
