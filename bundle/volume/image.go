@@ -96,7 +96,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		cfg.Partition = PartitionAuto
 	case PartitionAuto, PartitionNone, PartitionMBR, PartitionGPT:
 	default:
-		return nil, fmt.Errorf("--partition %q: use auto, none, mbr or gpt", cfg.Partition)
+		return nil, fmt.Errorf("partition layout %q: use auto, none, mbr or gpt", cfg.Partition)
 	}
 	if cfg.Scratch == "" {
 		return nil, errors.New("no scratch directory given (see DefaultScratch)")
@@ -123,7 +123,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	}
 	workDir, err := os.MkdirTemp(scratch, "instancestore-bundle-")
 	if err != nil {
-		return nil, fmt.Errorf("--scratch %s: %w", scratch, err)
+		return nil, fmt.Errorf("scratch directory %s: %w", scratch, err)
 	}
 	img = &Image{workDir: workDir, Path: filepath.Join(workDir, cfg.ImageName)}
 	// The work directory holds the image being written: never copy it, even when the
@@ -141,7 +141,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	}
 	fs, err := ReadFSInfo(srcDev)
 	if err != nil {
-		return img, fmt.Errorf("--volume %s: %w", plan.Volume, err)
+		return img, fmt.Errorf("volume %s: %w", plan.Volume, err)
 	}
 	isExt := func(t string) bool { return t == "ext2" || t == "ext3" || t == "ext4" }
 	switch t := plan.Source.FSType; {
@@ -150,7 +150,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		// system's fstab and kernel use, so mkfs takes it for its defaults.
 		fs.Type = t
 	case t != fs.Type:
-		return img, fmt.Errorf("--volume %s is mounted as %s but its superblock says %s", plan.Volume, t, fs.Type)
+		return img, fmt.Errorf("volume %s is mounted as %s but its superblock says %s", plan.Volume, t, fs.Type)
 	}
 	if len(fs.ExtDropped) > 0 {
 		warn(fmt.Sprintf("source filesystem features not reproduced (state or unsupported by mke2fs): %v", fs.ExtDropped))
@@ -182,7 +182,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		total = roundUp(offset+fs.Size+overhead, 1<<20)
 	}
 	if total > bundle.MaxImageSize {
-		return img, fmt.Errorf("the image would be %d MiB: EC2 boots instance-store AMIs of at most %d MiB (10 GiB); give --size of at most %d with enough room for the %.0f MiB in use",
+		return img, fmt.Errorf("the image would be %d MiB: EC2 boots instance-store AMIs of at most %d MiB (10 GiB); give an image size of at most %d MiB with enough room for the %.0f MiB in use",
 			total>>20, bundle.MaxImageSize>>20, bundle.MaxImageSize>>20, float64(usedBytes(plan.Volume))/(1<<20))
 	}
 	fsSize := (total - offset - overhead) / int64(fs.BlockSize) * int64(fs.BlockSize)
@@ -190,7 +190,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		fsSize = fs.Size // the rounding slack stays outside the partition
 	}
 	if fsSize < 16<<20 {
-		return img, fmt.Errorf("--size %d MiB leaves %d MiB for the filesystem: too small", total>>20, fsSize>>20)
+		return img, fmt.Errorf("an image size of %d MiB leaves %d MiB for the filesystem: too small", total>>20, fsSize>>20)
 	}
 	if used := usedBytes(plan.Volume); used > fsSize {
 		warn(fmt.Sprintf("the volume uses %d MiB but the image filesystem has %d MiB: the copy will fail unless exclusions make up the difference", used>>20, fsSize>>20))
@@ -198,7 +198,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	var sfs unix.Statfs_t
 	if unix.Statfs(scratch, &sfs) == nil {
 		if free, need := int64(sfs.Bavail)*int64(sfs.Bsize), usedBytes(plan.Volume); free < need {
-			warn(fmt.Sprintf("--scratch %s has %d MiB free but the volume holds %d MiB: the image may not fit; give a --scratch with more room (an instance-store volume)", scratch, free>>20, need>>20))
+			warn(fmt.Sprintf("scratch directory %s has %d MiB free but the volume holds %d MiB: the image may not fit; use a scratch directory with more room (an instance-store volume)", scratch, free>>20, need>>20))
 		}
 	}
 	img.Size, img.FSOffset = total, offset
