@@ -64,23 +64,23 @@ type FlatConfig struct {
 	SnapshotUsers                  []string                                    `mapstructure:"snapshot_users" required:"false" cty:"snapshot_users" hcl:"snapshot_users"`
 	SnapshotGroups                 []string                                    `mapstructure:"snapshot_groups" required:"false" cty:"snapshot_groups" hcl:"snapshot_groups"`
 	DeregistrationProtection       *common.FlatDeregistrationProtectionOptions `mapstructure:"deregistration_protection" required:"false" cty:"deregistration_protection" hcl:"deregistration_protection"`
-	AccountId                      *string                                     `mapstructure:"account_id" required:"false" cty:"account_id" hcl:"account_id"`
-	BundlePrefix                   *string                                     `mapstructure:"bundle_prefix" required:"false" cty:"bundle_prefix" hcl:"bundle_prefix"`
-	BundleFilter                   *bool                                       `mapstructure:"bundle_filter" required:"false" cty:"bundle_filter" hcl:"bundle_filter"`
-	ImagePath                      *string                                     `mapstructure:"image_path" required:"false" cty:"image_path" hcl:"image_path"`
 	S3Bucket                       *string                                     `mapstructure:"s3_bucket" required:"true" cty:"s3_bucket" hcl:"s3_bucket"`
 	S3Prefix                       *string                                     `mapstructure:"s3_prefix" required:"false" cty:"s3_prefix" hcl:"s3_prefix"`
 	S3CreateBucket                 *bool                                       `mapstructure:"s3_create_bucket" required:"false" cty:"s3_create_bucket" hcl:"s3_create_bucket"`
 	S3ForcePathStyle               *bool                                       `mapstructure:"s3_force_path_style" required:"false" cty:"s3_force_path_style" hcl:"s3_force_path_style"`
+	AccountId                      *string                                     `mapstructure:"account_id" required:"false" cty:"account_id" hcl:"account_id"`
+	BundlePrefix                   *string                                     `mapstructure:"bundle_prefix" required:"false" cty:"bundle_prefix" hcl:"bundle_prefix"`
 	X509CertPath                   *string                                     `mapstructure:"x509_cert_path" required:"false" cty:"x509_cert_path" hcl:"x509_cert_path"`
 	X509KeyPath                    *string                                     `mapstructure:"x509_key_path" required:"false" cty:"x509_key_path" hcl:"x509_key_path"`
 	EC2CertPath                    *string                                     `mapstructure:"ec2_cert_path" required:"false" cty:"ec2_cert_path" hcl:"ec2_cert_path"`
 	AMIArchitecture                *string                                     `mapstructure:"ami_architecture" required:"false" cty:"ami_architecture" hcl:"ami_architecture"`
 	AMIKernelId                    *string                                     `mapstructure:"ami_kernel_id" required:"false" cty:"ami_kernel_id" hcl:"ami_kernel_id"`
 	AMIRamdiskId                   *string                                     `mapstructure:"ami_ramdisk_id" required:"false" cty:"ami_ramdisk_id" hcl:"ami_ramdisk_id"`
+	CompressionLevel               *int                                        `mapstructure:"bundle_compression_level" required:"false" cty:"bundle_compression_level" hcl:"bundle_compression_level"`
+	UploadConcurrency              *int                                        `mapstructure:"upload_concurrency" required:"false" cty:"upload_concurrency" hcl:"upload_concurrency"`
+	ImagePath                      *string                                     `mapstructure:"image_path" required:"false" cty:"image_path" hcl:"image_path"`
 	AMIRootDevice                  *string                                     `mapstructure:"ami_root_device_name" required:"false" cty:"ami_root_device_name" hcl:"ami_root_device_name"`
 	AMIMappings                    []common.FlatBlockDevice                    `mapstructure:"ami_block_device_mappings" required:"false" cty:"ami_block_device_mappings" hcl:"ami_block_device_mappings"`
-	UploadConcurrency              *int                                        `mapstructure:"upload_concurrency" required:"false" cty:"upload_concurrency" hcl:"upload_concurrency"`
 }
 
 // FlatMapstructure returns a new FlatConfig.
@@ -147,23 +147,23 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"snapshot_users":                 &hcldec.AttrSpec{Name: "snapshot_users", Type: cty.List(cty.String), Required: false},
 		"snapshot_groups":                &hcldec.AttrSpec{Name: "snapshot_groups", Type: cty.List(cty.String), Required: false},
 		"deregistration_protection":      &hcldec.BlockSpec{TypeName: "deregistration_protection", Nested: hcldec.ObjectSpec((*common.FlatDeregistrationProtectionOptions)(nil).HCL2Spec())},
-		"account_id":                     &hcldec.AttrSpec{Name: "account_id", Type: cty.String, Required: false},
-		"bundle_prefix":                  &hcldec.AttrSpec{Name: "bundle_prefix", Type: cty.String, Required: false},
-		"bundle_filter":                  &hcldec.AttrSpec{Name: "bundle_filter", Type: cty.Bool, Required: false},
-		"image_path":                     &hcldec.AttrSpec{Name: "image_path", Type: cty.String, Required: false},
 		"s3_bucket":                      &hcldec.AttrSpec{Name: "s3_bucket", Type: cty.String, Required: false},
 		"s3_prefix":                      &hcldec.AttrSpec{Name: "s3_prefix", Type: cty.String, Required: false},
 		"s3_create_bucket":               &hcldec.AttrSpec{Name: "s3_create_bucket", Type: cty.Bool, Required: false},
 		"s3_force_path_style":            &hcldec.AttrSpec{Name: "s3_force_path_style", Type: cty.Bool, Required: false},
+		"account_id":                     &hcldec.AttrSpec{Name: "account_id", Type: cty.String, Required: false},
+		"bundle_prefix":                  &hcldec.AttrSpec{Name: "bundle_prefix", Type: cty.String, Required: false},
 		"x509_cert_path":                 &hcldec.AttrSpec{Name: "x509_cert_path", Type: cty.String, Required: false},
 		"x509_key_path":                  &hcldec.AttrSpec{Name: "x509_key_path", Type: cty.String, Required: false},
 		"ec2_cert_path":                  &hcldec.AttrSpec{Name: "ec2_cert_path", Type: cty.String, Required: false},
 		"ami_architecture":               &hcldec.AttrSpec{Name: "ami_architecture", Type: cty.String, Required: false},
 		"ami_kernel_id":                  &hcldec.AttrSpec{Name: "ami_kernel_id", Type: cty.String, Required: false},
 		"ami_ramdisk_id":                 &hcldec.AttrSpec{Name: "ami_ramdisk_id", Type: cty.String, Required: false},
+		"bundle_compression_level":       &hcldec.AttrSpec{Name: "bundle_compression_level", Type: cty.Number, Required: false},
+		"upload_concurrency":             &hcldec.AttrSpec{Name: "upload_concurrency", Type: cty.Number, Required: false},
+		"image_path":                     &hcldec.AttrSpec{Name: "image_path", Type: cty.String, Required: false},
 		"ami_root_device_name":           &hcldec.AttrSpec{Name: "ami_root_device_name", Type: cty.String, Required: false},
 		"ami_block_device_mappings":      &hcldec.BlockListSpec{TypeName: "ami_block_device_mappings", Nested: hcldec.ObjectSpec((*common.FlatBlockDevice)(nil).HCL2Spec())},
-		"upload_concurrency":             &hcldec.AttrSpec{Name: "upload_concurrency", Type: cty.Number, Required: false},
 	}
 	return s
 }

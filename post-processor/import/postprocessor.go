@@ -68,8 +68,8 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	steps := []multistep.Step{
 		&stepInspectImage{ImagePath: c.ImagePath, Files: files, Virtualization: c.AMIVirtType, KernelID: c.AMIKernelId},
 		&awscommon.StepPreValidate{DestAmiName: c.AMIName, ForceDeregister: c.AMIForceDeregister},
-		&stepAccountID{AccountID: c.AccountId},
-		&stepPreflightBucket{Bucket: c.S3Bucket, Prefix: c.S3Prefix, PathStyle: c.S3ForcePathStyle, Create: c.S3CreateBucket},
+		&stepAccountID{},
+		&stepPreflightBucket{},
 		&stepBundleUpload{},
 		&stepRegisterAMI{
 			PollingConfig:            c.PollingConfig,

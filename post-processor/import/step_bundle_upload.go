@@ -35,28 +35,24 @@ func (s *stepBundleUpload) issue(name string) {
 	s.mu.Unlock()
 }
 
-// keys loads the user's X.509 material, or makes a throw-away pair, and the EC2
-// certificate (ec2_cert_path or the embedded one of the region).
+// keys loads the X.509 material of the options; the defaults are the region's
+// embedded EC2 certificate and a throw-away user pair.
 func keys(c *Config, region string, say func(string)) (ec2Cert, userCert *x509.Certificate, userKey *rsa.PrivateKey, err error) {
-	if c.EC2CertPath != "" {
-		if ec2Cert, err = bundle.LoadCertificate(c.EC2CertPath); err != nil {
-			return nil, nil, nil, fmt.Errorf("ec2_cert_path: %w", err)
-		}
-	} else if ec2Cert, err = bundle.EC2Certificate(region); err != nil {
+	k, err := c.Options.Keys()
+	if err != nil {
 		return nil, nil, nil, err
 	}
-	if c.X509CertPath == "" {
+	ec2Cert, userCert, userKey = k.EC2Cert, k.UserCert, k.UserKey
+	if ec2Cert == nil {
+		if ec2Cert, err = bundle.EC2Certificate(region); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if userCert == nil {
 		userCert, userKey, err = bundle.NewThrowawayUser()
 		say("No X.509 certificate given: the key is wrapped for EC2 and a throw-away certificate, so this bundle cannot be unbundled by you later (set x509_cert_path and x509_key_path to keep that ability)")
-		return ec2Cert, userCert, userKey, err
 	}
-	if userCert, err = bundle.LoadCertificate(c.X509CertPath); err != nil {
-		return nil, nil, nil, fmt.Errorf("x509_cert_path: %w", err)
-	}
-	if userKey, err = bundle.LoadPrivateKey(c.X509KeyPath); err != nil {
-		return nil, nil, nil, fmt.Errorf("x509_key_path: %w", err)
-	}
-	return ec2Cert, userCert, userKey, nil
+	return ec2Cert, userCert, userKey, err
 }
 
 // rootDevice is the AMI's root device name.
@@ -144,7 +140,7 @@ func (s *stepBundleUpload) Run(ctx context.Context, state multistep.StateBag) mu
 	})
 	var last time.Time
 	res, err := bundle.Write(ctx, img, bundle.WriterConfig{
-		Name: c.BundlePrefix, Key: key,
+		Name: c.BundlePrefix, Key: key, Level: c.CompressionLevel,
 		Progress: func(p bundle.Progress) {
 			if time.Since(last) >= 10*time.Second {
 				last = time.Now()
