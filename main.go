@@ -1,7 +1,7 @@
 // Command packer-plugin-instancestore is the Packer plugin that builds instance
 // store-backed (S3-backed) AMIs: the `instancestore` builder (the plugin's default
 // component, so templates write `source "instancestore" "name"`) and the
-// `instancestore-bundle` provisioner.
+// `instancestore-bundle` provisioner and the `instancestore-import` post-processor.
 package main
 
 import (
@@ -12,6 +12,7 @@ import (
 
 	"github.com/instancestore/packer-plugin-instancestore/agent"
 	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore"
+	importpp "github.com/instancestore/packer-plugin-instancestore/post-processor/import"
 	"github.com/instancestore/packer-plugin-instancestore/provisioner/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/version"
 )
@@ -25,6 +26,7 @@ func main() {
 	pps := plugin.NewSet()
 	pps.RegisterBuilder(plugin.DEFAULT_NAME, new(instancestore.Builder))
 	pps.RegisterProvisioner("bundle", new(bundle.Provisioner))
+	pps.RegisterPostProcessor("import", new(importpp.PostProcessor))
 	pps.SetVersion(version.PluginVersion)
 	if err := pps.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, err.Error())

@@ -230,7 +230,7 @@ func (a *agent) run(ctx context.Context, req *Request) (*bundle.Result, error) {
 	}
 	sink := presigned.NewSink(ctx, cfg)
 	res, err := bundle.Write(ctx, img, bundle.WriterConfig{
-		Name: req.Name, Key: key, Level: req.GzipLevel, Concurrency: req.GzipWorkers,
+		Name: req.Name, Key: key, Level: req.CompressionLevel, Concurrency: req.GzipWorkers,
 		Progress: func(p bundle.Progress) {
 			a.read.Store(p.BytesRead)
 			a.total.Store(p.BytesTotal)

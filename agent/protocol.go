@@ -48,11 +48,12 @@ type Request struct {
 	Image  string         `json:"image,omitempty"`  // ModeImage: path of the image file
 	Volume *VolumeRequest `json:"volume,omitempty"` // ModeVolume
 
-	Concurrency  int `json:"concurrency,omitempty"`   // parts uploaded at once (default 4)
-	GzipLevel    int `json:"gzip_level,omitempty"`    // 1-9 (default bundle.DefaultLevel)
-	GzipWorkers  int `json:"gzip_workers,omitempty"`  // default: all CPUs
-	StallSeconds int `json:"stall_seconds,omitempty"` // upload attempt without progress is retried (default 60)
-	Attempts     int `json:"attempts,omitempty"`      // tries per part (default presigned.DefaultRetry)
+	Concurrency int `json:"concurrency,omitempty"` // parts uploaded at once (default 4)
+	// CompressionLevel is the gzip level, 1-9 (0: bundle.DefaultLevel).
+	CompressionLevel int `json:"compression_level,omitempty"`
+	GzipWorkers      int `json:"gzip_workers,omitempty"`  // default: all CPUs
+	StallSeconds     int `json:"stall_seconds,omitempty"` // upload attempt without progress is retried (default 60)
+	Attempts         int `json:"attempts,omitempty"`      // tries per part (default presigned.DefaultRetry)
 	// ProgressMillis is the interval of progress events (default 1000).
 	ProgressMillis int `json:"progress_millis,omitempty"`
 	// WorkDir is the private directory the host put the agent in: removed when the
@@ -99,6 +100,9 @@ func (r *Request) Check() error {
 	}
 	if _, err := r.BundleKey(); err != nil {
 		return err
+	}
+	if r.CompressionLevel < 0 || r.CompressionLevel > 9 {
+		return fmt.Errorf("compression level %d: use 1 (fastest) to 9 (smallest), or 0 for the default", r.CompressionLevel)
 	}
 	switch r.Mode {
 	case ModeImage:

@@ -83,11 +83,11 @@ func New(cfg aws.Config, region, bucket, prefix string, opts Options) (*Bucket, 
 // CheckBucketName checks the S3 naming rules that matter before any request.
 func CheckBucketName(name string) error {
 	if len(name) < 3 || len(name) > 63 {
-		return fmt.Errorf("s3_bucket %q: bucket names have 3 to 63 characters", name)
+		return fmt.Errorf("bucket %q: bucket names have 3 to 63 characters", name)
 	}
 	for _, r := range name {
 		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
-			return fmt.Errorf("s3_bucket %q: bucket names have only lowercase letters, digits, '-' and '.'", name)
+			return fmt.Errorf("bucket %q: bucket names have only lowercase letters, digits, '-' and '.'", name)
 		}
 	}
 	return nil
@@ -301,9 +301,9 @@ func explain(err error) error {
 	case "AccessControlListNotSupported":
 		return fmt.Errorf("%w (the bucket has ACLs disabled — Object Ownership \"Bucket owner enforced\"; EC2 reads bundles only through the aws-exec-read ACL: set Object Ownership to \"Object writer\" or \"Bucket owner preferred\", or use another bucket)", err)
 	case "AccessDenied":
-		return fmt.Errorf("%w (the credentials need s3:PutObject, s3:PutObjectAcl, s3:GetObject and s3:DeleteObject on the bundle prefix)", err)
+		return fmt.Errorf("%w (the credentials need s3:ListBucket on the bucket and s3:PutObject, s3:PutObjectAcl, s3:GetObject and s3:DeleteObject on the bundle prefix)", err)
 	case "NoSuchBucket":
-		return fmt.Errorf("%w (check s3_bucket and the region)", err)
+		return fmt.Errorf("%w (check the bucket name and the region)", err)
 	case "PermanentRedirect", "AuthorizationHeaderMalformed":
 		return fmt.Errorf("%w (the bucket is in another region than the client's: it must be in the region where the AMI is registered)", err)
 	}

@@ -7,6 +7,9 @@ import (
 	"crypto/sha1"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -287,6 +290,39 @@ func TestPreflight(t *testing.T) {
 		}
 		if o := f.ObjectOwnership(b.Name); o != "ObjectWriter" {
 			t.Fatalf("created bucket's Object Ownership %q, want ObjectWriter", o)
+		}
+	})
+	t.Run("SSE-KMS default encryption", func(t *testing.T) {
+		// MinIO has no KMS here: a front answers GetBucketEncryption as S3 does for a
+		// bucket with aws:kms default encryption, and passes the rest to MinIO
+		// (Host kept, so the signatures still check).
+		name := uniqueName(t)
+		newBucket(t, f, "us-east-1", name, "", true)
+		target, _ := url.Parse(f.URL())
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		kms := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, ok := r.URL.Query()["encryption"]; ok && r.Method == http.MethodGet {
+				w.Header().Set("Content-Type", "application/xml")
+				fmt.Fprint(w, `<ServerSideEncryptionConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>aws:kms</SSEAlgorithm><KMSMasterKeyID>arn:aws:kms:us-east-1:111122223333:key/k</KMSMasterKeyID></ApplyServerSideEncryptionByDefault></Rule></ServerSideEncryptionConfiguration>`)
+				return
+			}
+			proxy.ServeHTTP(w, r)
+		}))
+		defer kms.Close()
+		c := f.Backend().Credentials
+		cfg := aws.Config{Region: "us-east-1", BaseEndpoint: aws.String(kms.URL),
+			Credentials: credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, "")}
+		b, err := New(cfg, "us-east-1", name, "", Options{PathStyle: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = b.Preflight(ctx, PreflightOptions{})
+		if err == nil || !strings.Contains(err.Error(), "encrypts new objects with aws:kms by default") || !strings.Contains(err.Error(), "AES256") {
+			t.Fatalf("want the SSE-KMS explanation, got %v", err)
+		}
+		// The same bucket without the KMS answer passes: the check is what failed.
+		if _, err := newBucket(t, f, "us-east-1", name, "", false).Preflight(ctx, PreflightOptions{}); err != nil {
+			t.Fatalf("the same bucket through MinIO directly: %v", err)
 		}
 	})
 	t.Run("wrong region", func(t *testing.T) {

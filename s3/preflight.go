@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -15,6 +16,9 @@ import (
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
+
+// ErrNoBucket is Preflight's error when the bucket does not exist and Create is unset.
+var ErrNoBucket = errors.New("does not exist")
 
 // PreflightOptions configure Preflight.
 type PreflightOptions struct {
@@ -33,11 +37,11 @@ func (b *Bucket) Preflight(ctx context.Context, opts PreflightOptions) (created 
 	switch {
 	case err == nil:
 		if r := aws.ToString(head.BucketRegion); r != "" && b.Region != "" && r != b.Region {
-			return false, fmt.Errorf("s3_bucket %q is in region %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
+			return false, fmt.Errorf("bucket %q is in region %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
 		}
 	case httpStatus(err) == http.StatusNotFound:
 		if !opts.Create {
-			return false, fmt.Errorf("s3_bucket %q does not exist: create it in %s with ACLs enabled, or let the plugin create it", b.Name, b.Region)
+			return false, fmt.Errorf("bucket %q %w in %s", b.Name, ErrNoBucket, b.Region)
 		}
 		if err := b.create(ctx); err != nil {
 			return false, err
@@ -50,17 +54,20 @@ func (b *Bucket) Preflight(ctx context.Context, opts PreflightOptions) (created 
 		if r == "" {
 			r = "another region"
 		}
-		return false, fmt.Errorf("s3_bucket %q is in %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
+		return false, fmt.Errorf("bucket %q is in %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
 	case httpStatus(err) == http.StatusForbidden:
-		return false, fmt.Errorf("s3_bucket %q: access denied (it belongs to another account, or the credentials lack s3:ListBucket): %w", b.Name, err)
+		return false, fmt.Errorf("bucket %q: access denied (it belongs to another account, or the credentials lack s3:ListBucket): %w", b.Name, err)
 	default:
-		return false, fmt.Errorf("checking s3_bucket %q: %w", b.Name, err)
+		return false, fmt.Errorf("checking bucket %q: %w", b.Name, err)
 	}
 	if !created {
 		if err := b.checkRegion(ctx); err != nil {
 			return false, err
 		}
 		if err := b.checkOwnership(ctx); err != nil {
+			return false, err
+		}
+		if err := b.checkEncryption(ctx); err != nil {
 			return false, err
 		}
 	}
@@ -81,7 +88,7 @@ func (b *Bucket) create(ctx context.Context) error {
 		if errors.As(err, &ae) && ae.ErrorCode() == "BucketAlreadyOwnedByYou" {
 			return nil
 		}
-		return fmt.Errorf("creating s3_bucket %q in %s: %w", b.Name, b.Region, err)
+		return fmt.Errorf("creating bucket %q in %s: %w", b.Name, b.Region, err)
 	}
 	return nil
 }
@@ -103,7 +110,7 @@ func (b *Bucket) checkRegion(ctx context.Context) error {
 		r = "eu-west-1"
 	}
 	if r != b.Region {
-		return fmt.Errorf("s3_bucket %q is in region %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
+		return fmt.Errorf("bucket %q is in region %s, not %s: EC2 registers bundles only from a bucket in the AMI's region", b.Name, r, b.Region)
 	}
 	return nil
 }
@@ -120,7 +127,31 @@ func (b *Bucket) checkOwnership(ctx context.Context) error {
 	}
 	for _, r := range out.OwnershipControls.Rules {
 		if r.ObjectOwnership == types.ObjectOwnershipBucketOwnerEnforced {
-			return fmt.Errorf("s3_bucket %q has ACLs disabled (Object Ownership \"Bucket owner enforced\"): EC2 reads bundle objects only through the aws-exec-read ACL; set Object Ownership to \"Object writer\" or \"Bucket owner preferred\" (aws s3api put-bucket-ownership-controls --bucket %s --ownership-controls Rules=[{ObjectOwnership=ObjectWriter}]) or use another bucket", b.Name, b.Name)
+			return fmt.Errorf("bucket %q has ACLs disabled (Object Ownership \"Bucket owner enforced\"): EC2 reads bundle objects only through the aws-exec-read ACL; set Object Ownership to \"Object writer\" or \"Bucket owner preferred\" (aws s3api put-bucket-ownership-controls --bucket %s --ownership-controls Rules=[{ObjectOwnership=ObjectWriter}]) or use another bucket", b.Name, b.Name)
+		}
+	}
+	return nil
+}
+
+// checkEncryption refuses a bucket whose default encryption is SSE-KMS: EC2 reads
+// bundle parts as its own principal, which has no kms:Decrypt on the customer's key, so
+// RegisterImage of such a bundle fails. Setting SSE-S3 on each object instead would
+// work only where no bucket policy requires KMS, and would silently override what the
+// bucket's owner chose; so the preflight says how to fix the bucket instead.
+func (b *Bucket) checkEncryption(ctx context.Context) error {
+	out, err := b.Client.GetBucketEncryption(ctx, &s3.GetBucketEncryptionInput{Bucket: aws.String(b.Name)})
+	if err != nil || out.ServerSideEncryptionConfiguration == nil {
+		// No default encryption configured, no permission to read it, or a server
+		// without the API: nothing to say.
+		return nil
+	}
+	for _, r := range out.ServerSideEncryptionConfiguration.Rules {
+		d := r.ApplyServerSideEncryptionByDefault
+		if d == nil {
+			continue
+		}
+		if alg := string(d.SSEAlgorithm); strings.HasPrefix(alg, "aws:kms") {
+			return fmt.Errorf("bucket %q encrypts new objects with %s by default: EC2 cannot read bundle parts encrypted with a KMS key, so RegisterImage would fail; use a bucket with SSE-S3 (AES256) default encryption (aws s3api put-bucket-encryption --bucket %s --server-side-encryption-configuration '{\"Rules\":[{\"ApplyServerSideEncryptionByDefault\":{\"SSEAlgorithm\":\"AES256\"}}]}'), or another bucket", b.Name, alg, b.Name)
 		}
 	}
 	return nil

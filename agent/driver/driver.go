@@ -334,7 +334,7 @@ func (r *run) runAgent(ctx context.Context, bin *agentBinary, job *agent.Request
 	case agentErr != "":
 		return nil, fmt.Errorf("the agent on the instance failed: %s", agentErr)
 	case result == nil && !helloSeen:
-		return nil, fmt.Errorf("the agent did not start (exit status %d): %s; check execute_command (the agent must run as root: sudo without a password, or connect as root) and that remote_folder (%s) allows executing programs (not mounted noexec)", status, stderr.String(), r.cfg.RemoteFolder)
+		return nil, fmt.Errorf("the agent did not start (exit status %d): %s; the agent must run as root (connect as root, or as a user with sudo without a password), from a directory (%s) that allows executing programs (not mounted noexec)", status, stderr.String(), r.cfg.RemoteFolder)
 	case result == nil:
 		// The agent exits 0 only after its result: 0 here means the session ended
 		// without an exit status reaching us.

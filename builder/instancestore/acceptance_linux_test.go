@@ -312,11 +312,11 @@ func TestAcceptanceLocalBuildX509(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := readCertificate(certPath)
+	cert, err := bundle.LoadCertificate(certPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	priv, err := readPrivateKey(keyPath)
+	priv, err := bundle.LoadPrivateKey(keyPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,7 +81,7 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 			SubnetId:        c.SubnetId,
 			HasSubnetFilter: !c.SubnetFilter.Empty(),
 		},
-		&stepAccountID{AccountID: c.AccountId},
+		&stepAccountID{Options: &c.Options},
 		&awscommon.StepSourceAMIInfo{
 			SourceAmi:                c.SourceAmi,
 			EnableAMISriovNetSupport: c.AMISriovNetSupport,
@@ -90,12 +90,7 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 			AMIVirtType:              c.AMIVirtType,
 		},
 		&stepCheckSourceAMI{InstanceTypes: c.instanceTypes(), Virtualization: c.AMIVirtType},
-		&stepPreflightBucket{
-			Bucket:    c.S3Bucket,
-			Prefix:    c.S3Prefix,
-			PathStyle: c.S3ForcePathStyle,
-			Create:    c.S3CreateBucket,
-		},
+		&stepPreflightBucket{Options: &c.Options},
 		&awscommon.StepNetworkInfo{
 			VpcId:                    c.VpcId,
 			VpcFilter:                c.VpcFilter,

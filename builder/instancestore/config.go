@@ -4,25 +4,18 @@
 package instancestore
 
 import (
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"path"
-	"regexp"
-	"strings"
 
 	awscommon "github.com/hashicorp/packer-plugin-amazon/common"
 	"github.com/hashicorp/packer-plugin-sdk/common"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
-	"github.com/hashicorp/packer-plugin-sdk/random"
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 	"github.com/hashicorp/packer-plugin-sdk/uuid"
 
-	"github.com/instancestore/packer-plugin-instancestore/internal/bundleconfig"
+	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
 )
 
 // Config is the `instancestore` builder's configuration. It embeds the amazon plugin's
@@ -33,76 +26,24 @@ type Config struct {
 	awscommon.AccessConfig `mapstructure:",squash"`
 	awscommon.AMIConfig    `mapstructure:",squash"`
 	awscommon.RunConfig    `mapstructure:",squash"`
-	// account_id, bundle_prefix and bundle_filter, shared with the provisioner.
-	bundleconfig.Options `mapstructure:",squash"`
+	// The bundle options every component shares (s3_bucket, account_id, x509_*, ...).
+	driver.Options `mapstructure:",squash"`
+	// The options of imaging the root volume on the instance (bundle_destination, ...).
+	driver.VolumeOptions `mapstructure:",squash"`
 
 	// Block device mappings recorded in the AMI, such as instance store volumes
 	// (`virtual_name = "ephemeral0"`) attached when an instance is launched from it.
 	// See [Block Devices Configuration](#block-devices-configuration) for the fields.
-	// The root device of an instance store-backed AMI is always the bundled image.
+	// The root device of an instance store-backed AMI is always the bundled image, and
+	// EBS volumes cannot be mapped: EC2 attaches only instance store volumes to an
+	// instance store-backed AMI's instances from its manifest.
 	AMIMappings awscommon.BlockDevices `mapstructure:"ami_block_device_mappings" required:"false"`
 	// Block devices attached to the source instance while it is being built. They are
 	// not part of the bundle: only the root filesystem is bundled.
 	LaunchMappings awscommon.BlockDevices `mapstructure:"launch_block_device_mappings" required:"false"`
-	// The S3 bucket that receives the bundle. It must exist, be in the build region and
-	// allow ACLs (the parts are uploaded with the `aws-exec-read` canned ACL so that EC2
-	// can read them).
-	S3Bucket string `mapstructure:"s3_bucket" required:"true"`
-	// The key prefix of the bundle's objects in `s3_bucket`. Defaults to
-	// `instancestore/<timestamp>-<random>`, unique per build, so parallel builds never
-	// overwrite each other's parts.
-	S3Prefix string `mapstructure:"s3_prefix" required:"false"`
-	// Local path to a PEM X.509 certificate of yours. The bundle's key is also wrapped
-	// with it, so you can unbundle the image later with the matching private key. When
-	// unset, a throw-away key pair is used and the bundle can be unbundled by EC2 only.
-	X509CertPath string `mapstructure:"x509_cert_path" required:"false"`
-	// Local path to the PEM RSA private key of `x509_cert_path`. It signs the manifest
-	// on the machine running Packer and is never copied to the instance. Required when
-	// `x509_cert_path` is set.
-	X509KeyPath string `mapstructure:"x509_key_path" required:"false"`
-	// Local path to a PEM certificate that replaces the EC2 certificate the bundle's key
-	// is wrapped with. By default the certificate embedded for the build region's
-	// partition is used (AWS, AWS GovCloud or AWS China); set this for new partitions or
-	// for a test environment.
-	EC2CertPath string `mapstructure:"ec2_cert_path" required:"false"`
-	// Scratch directory on the instance that holds the sparse image of the root volume
-	// while it is bundled. It needs free space for the data of the root volume (not for
-	// the encrypted bundle: parts stream straight to S3) and is excluded from the image.
-	// Defaults to a mounted instance store volume with enough room, else `/tmp`.
-	BundleDestination string `mapstructure:"bundle_destination" required:"false"`
-	// Size of the bundled image in MiB. Defaults to the size of the root volume. At most
-	// 10240 (10 GiB), the limit EC2 sets for instance store-backed AMIs.
-	BundleSize int `mapstructure:"bundle_size" required:"false"`
-	// Absolute paths on the instance left out of the image, in addition to the bundler's
-	// own files, `bundle_destination`, Packer's temporary SSH key and the virtual
-	// filesystems (/proc, /sys, /dev contents, ...).
-	BundleExclude []string `mapstructure:"bundle_exclude" required:"false"`
-	// Absolute paths on the instance to put back into the image although an exclude or
-	// the filter would leave them out.
-	BundleInclude []string `mapstructure:"bundle_include" required:"false"`
-	// How the image of an `hvm` AMI is laid out: `mbr` (partition table and boot code
-	// copied from the source disk), `gpt`, or `none` (a bare filesystem, as paravirtual
-	// AMIs use). Defaults to `mbr` for `hvm` and `none` for `paravirtual`.
-	BundlePartition string `mapstructure:"bundle_partition" required:"false"`
-	// The AMI's architecture, `x86_64` or `i386`. Defaults to the source AMI's.
-	AMIArchitecture string `mapstructure:"ami_architecture" required:"false"`
-	// The kernel (AKI) registered with a paravirtual AMI. Defaults to the source AMI's.
-	AMIKernelId string `mapstructure:"ami_kernel_id" required:"false"`
-	// The RAM disk (ARI) registered with a paravirtual AMI. Defaults to the source AMI's.
-	AMIRamdiskId string `mapstructure:"ami_ramdisk_id" required:"false"`
 	// When `force_deregister` removes an existing AMI of the same name, keep its bundle in
 	// S3. By default the old manifest and parts are deleted with it.
 	KeepBundleOnDeregister bool `mapstructure:"keep_bundle_on_deregister" required:"false"`
-	// Create `s3_bucket` in the build region, with ACLs enabled, when it does not exist.
-	S3CreateBucket bool `mapstructure:"s3_create_bucket" required:"false"`
-	// Address the bucket in the URL path instead of the host name, for S3-compatible
-	// endpoints reached by IP address or a plain host name (AWS_ENDPOINT_URL_S3).
-	S3ForcePathStyle bool `mapstructure:"s3_force_path_style" required:"false"`
-	// How many parts the instance uploads at once. Defaults to 4.
-	UploadConcurrency int `mapstructure:"upload_concurrency" required:"false"`
-	// Local path to a Linux `instancestore-bundler` executable to run on the instance
-	// instead of the agent built into the plugin.
-	AgentBinary string `mapstructure:"agent_binary" required:"false"`
 
 	// Not supported: the `amazon-instance` builder's command that ran Ruby
 	// `ec2-bundle-vol` on the instance. This builder bundles with its own agent; use the
@@ -112,9 +53,13 @@ type Config struct {
 	// `ec2-upload-bundle` with AWS keys on its command line. Parts are now uploaded to
 	// presigned URLs and no credentials reach the instance.
 	BundleUploadCommand string `mapstructure:"bundle_upload_command" required:"false"`
-	// Not supported: the X.509 key never goes to the instance any more; the manifest is
-	// signed on the machine running Packer.
+	// Has no effect: the X.509 key never goes to the instance any more; the manifest is
+	// signed on the machine running Packer. Warned about unless it is the amazon
+	// plugin's default, `/tmp`.
 	X509UploadPath string `mapstructure:"x509_upload_path" required:"false"`
+	// Not supported: NitroTPM needs a Nitro instance type, and no instance type that
+	// boots instance store-backed AMIs is Nitro-based.
+	TpmSupport string `mapstructure:"tpm_support" required:"false"`
 
 	ctx interpolate.Context
 	// buildID is this build's value of the BuildTagKey tag.
@@ -123,18 +68,8 @@ type Config struct {
 
 // Defaults that Prepare applies.
 const (
-	DefaultBundlePrefix   = bundleconfig.DefaultBundlePrefix
+	DefaultBundlePrefix   = driver.DefaultBundlePrefix
 	DefaultVirtualization = "hvm"
-	// maxBundleSizeMiB is bundle.MaxImageSize in MiB: EC2 refuses larger images.
-	maxBundleSizeMiB = 10240
-)
-
-var (
-	reAccountID = bundleconfig.ReAccountID
-	// S3 bucket names: 3-63 lowercase letters, digits, dots and hyphens.
-	reBucket = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
-	// Characters S3 keys take without escaping.
-	reS3Prefix = regexp.MustCompile(`^[A-Za-z0-9!_.*'()/-]+$`)
 )
 
 // Prepare decodes raws into c, applies defaults and validates every option, returning
@@ -193,66 +128,9 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 	c.RunTags[BuildTagKey] = c.buildID
 
-	// account_id, bundle_prefix, bundle_filter
+	// The shared bundle options.
 	errs = packersdk.MultiErrorAppend(errs, c.Options.Prepare(&c.ctx)...)
-
-	// s3_bucket, s3_prefix
-	switch {
-	case c.S3Bucket == "":
-		add("s3_bucket is required: the S3 bucket that receives the bundle")
-	case !reBucket.MatchString(c.S3Bucket) || strings.Contains(c.S3Bucket, ".."):
-		add("s3_bucket %q is not a valid bucket name: use 3-63 lowercase letters, digits, dots and hyphens", c.S3Bucket)
-	}
-	if c.S3Prefix == "" {
-		c.S3Prefix = "instancestore/" + c.uniqueSuffix()
-	} else {
-		c.S3Prefix = strings.Trim(c.S3Prefix, "/")
-		if c.S3Prefix == "" || !reS3Prefix.MatchString(c.S3Prefix) || path.Clean(c.S3Prefix) != c.S3Prefix || strings.HasPrefix(c.S3Prefix, "..") {
-			add("s3_prefix %q is not a clean S3 key prefix: use letters, digits and !_.*'()- separated by single slashes, without . or .. segments", c.S3Prefix)
-		}
-	}
-
-	// X.509 material: both or neither, readable, matching.
-	errs = packersdk.MultiErrorAppend(errs, c.prepareX509()...)
-	if c.EC2CertPath != "" {
-		if _, err := readCertificate(c.EC2CertPath); err != nil {
-			add("ec2_cert_path: %s", err)
-		}
-	}
-
-	// Bundling on the instance.
-	// An empty bundle_destination lets the agent pick an instance store volume.
-	switch {
-	case c.BundleDestination == "":
-	case !path.IsAbs(c.BundleDestination):
-		add("bundle_destination %q must be an absolute path on the instance", c.BundleDestination)
-	default:
-		c.BundleDestination = path.Clean(c.BundleDestination)
-		if c.BundleDestination == "/" {
-			add("bundle_destination must not be / : it is left out of the image, so use a scratch directory such as /tmp or /mnt")
-		}
-	}
-	if c.BundleSize < 0 || c.BundleSize > maxBundleSizeMiB {
-		add("bundle_size %d is out of range: give the image size in MiB, 1 to %d (EC2's 10 GiB limit for instance store-backed AMIs)", c.BundleSize, maxBundleSizeMiB)
-	}
-	for _, p := range c.BundleExclude {
-		if !path.IsAbs(p) {
-			add("bundle_exclude %q must be an absolute path on the instance", p)
-		}
-	}
-	for _, p := range c.BundleInclude {
-		if !path.IsAbs(p) {
-			add("bundle_include %q must be an absolute path on the instance", p)
-		}
-	}
-	if c.UploadConcurrency < 0 || c.UploadConcurrency > 64 {
-		add("upload_concurrency %d is out of range: 1 to 64 parts at once (0 for the default, 4)", c.UploadConcurrency)
-	}
-	if c.AgentBinary != "" {
-		if _, err := os.Stat(c.AgentBinary); err != nil {
-			add("agent_binary: %s", err)
-		}
-	}
+	errs = packersdk.MultiErrorAppend(errs, c.VolumeOptions.Prepare()...)
 
 	// The AMI.
 	if c.AMIVirtType == "" {
@@ -263,35 +141,11 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	default:
 		add("ami_virtualization_type must be hvm or paravirtual, got %q", c.AMIVirtType)
 	}
-	switch c.BundlePartition {
-	case "":
-		if c.AMIVirtType == "paravirtual" {
-			c.BundlePartition = "none"
-		} else {
-			c.BundlePartition = "mbr"
-		}
-	case "mbr", "gpt":
-		if c.AMIVirtType == "paravirtual" {
-			add("bundle_partition %q does not work with ami_virtualization_type paravirtual: a paravirtual AMI's image is a bare filesystem, use none", c.BundlePartition)
-		}
-	case "none":
-		if c.AMIVirtType == "hvm" {
-			add("bundle_partition none does not boot as ami_virtualization_type hvm: an hvm image needs a partition table and boot code, use mbr or gpt")
-		}
-	default:
-		add("bundle_partition must be mbr, gpt or none, got %q", c.BundlePartition)
-	}
-	switch c.AMIArchitecture {
-	case "", "x86_64", "i386":
-	default:
-		add("ami_architecture must be x86_64 or i386 (the instance types that boot instance store-backed AMIs are all x86), got %q", c.AMIArchitecture)
-	}
-	if c.AMIVirtType == "hvm" && (c.AMIKernelId != "" || c.AMIRamdiskId != "") {
-		add("ami_kernel_id and ami_ramdisk_id apply to paravirtual AMIs only; remove them or set ami_virtualization_type = \"paravirtual\"")
-	}
+	errs = packersdk.MultiErrorAppend(errs, c.Options.CheckVirtualization(c.AMIVirtType)...)
+	errs = packersdk.MultiErrorAppend(errs, c.VolumeOptions.CheckVirtualization(c.AMIVirtType)...)
 	for _, bd := range c.AMIMappings {
 		if bd.SnapshotId != "" || bd.VolumeSize != 0 || bd.VolumeType != "" || bd.KmsKeyId != "" || bd.Encrypted.True() {
-			add("ami_block_device_mappings %s: EBS volumes in an instance store-backed AMI are not supported by this builder; map instance store volumes with virtual_name (ephemeral0, ...)", bd.DeviceName)
+			add("ami_block_device_mappings %s: EBS volumes cannot be mapped in an instance store-backed AMI (its manifest maps only instance store volumes, and RegisterImage of a bundle takes no EBS snapshot or size); map instance store volumes with virtual_name (ephemeral0, ...), or add EBS volumes at launch time", bd.DeviceName)
 		}
 	}
 
@@ -328,8 +182,15 @@ func (c *Config) rejectUnsupported(warns *[]string) []error {
 	if c.BundleUploadCommand != "" {
 		errs = append(errs, errors.New("bundle_upload_command is not supported: the instance uploads each part to a presigned URL issued by Packer, so no ec2-upload-bundle and no AWS keys on the instance; remove it (s3_bucket and s3_prefix choose where the bundle goes)"))
 	}
-	if c.X509UploadPath != "" {
-		errs = append(errs, errors.New("x509_upload_path is not supported: the X.509 key is never copied to the instance, the manifest is signed on the machine running Packer; remove it"))
+	// "/tmp" is the amazon plugin's default, so copied templates often carry it.
+	if c.X509UploadPath != "" && path.Clean(c.X509UploadPath) != "/tmp" {
+		*warns = append(*warns, "x509_upload_path has no effect: the X.509 key is never copied to the instance, the manifest is signed on the machine running Packer; remove it")
+	}
+	if c.TpmSupport != "" {
+		errs = append(errs, errors.New("tpm_support cannot be used: NitroTPM needs a Nitro instance type, and none of the instance types that boot instance store-backed AMIs (c1, c3, d2, i2, m1-m3, r3, x1, ...) is Nitro-based; remove it"))
+	}
+	if c.Comm.Type == "winrm" {
+		errs = append(errs, errors.New("communicator winrm cannot be used: the bundling agent runs on Linux only, and instance store-backed Windows AMIs cannot be made this way; use communicator = \"ssh\" with a Linux source AMI"))
 	}
 	if c.AMIEncryptBootVolume.True() {
 		errs = append(errs, errors.New("encrypt_boot cannot be used: an instance store-backed AMI has no EBS volume to encrypt (its bundle is always encrypted); remove it or use amazon-ebs"))
@@ -362,98 +223,10 @@ func (c *Config) rejectUnsupported(warns *[]string) []error {
 	return errs
 }
 
-// prepareX509 checks that x509_cert_path and x509_key_path come together, are readable
-// PEM, and belong together.
-func (c *Config) prepareX509() []error {
-	if (c.X509CertPath == "") != (c.X509KeyPath == "") {
-		return []error{errors.New("x509_cert_path and x509_key_path must be set together (or both left unset to use a throw-away key pair)")}
-	}
-	if c.X509CertPath == "" {
-		return nil
-	}
-	var errs []error
-	cert, err := readCertificate(c.X509CertPath)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("x509_cert_path: %w", err))
-	}
-	key, err := readPrivateKey(c.X509KeyPath)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("x509_key_path: %w", err))
-	}
-	if cert != nil && key != nil {
-		pub, ok := cert.PublicKey.(*rsa.PublicKey)
-		if !ok || !pub.Equal(&key.PublicKey) {
-			errs = append(errs, fmt.Errorf("x509_key_path %s is not the private key of the certificate in x509_cert_path %s", c.X509KeyPath, c.X509CertPath))
-		}
-	}
-	return errs
-}
-
 // instanceTypes lists the types the build may launch.
 func (c *Config) instanceTypes() []string {
 	if c.InstanceType != "" {
 		return []string{c.InstanceType}
 	}
 	return c.SpotInstanceTypes
-}
-
-func (c *Config) uniqueSuffix() string {
-	return interpolateOrSelf("{{timestamp}}", &c.ctx) + "-" + random.AlphaNumLower(8)
-}
-
-func interpolateOrSelf(s string, ctx *interpolate.Context) string {
-	if out, err := interpolate.Render(s, ctx); err == nil {
-		return out
-	}
-	return s
-}
-
-func readCertificate(file string) (*x509.Certificate, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("reading certificate: %w", err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("%s holds no PEM CERTIFICATE block", file)
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parsing certificate %s: %w", file, err)
-	}
-	if _, ok := cert.PublicKey.(*rsa.PublicKey); !ok {
-		return nil, fmt.Errorf("certificate %s has no RSA public key (EC2 bundles need RSA)", file)
-	}
-	return cert, nil
-}
-
-func readPrivateKey(file string) (*rsa.PrivateKey, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("reading private key: %w", err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, fmt.Errorf("%s holds no PEM block", file)
-	}
-	switch block.Type {
-	case "RSA PRIVATE KEY":
-		k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parsing private key %s: %w", file, err)
-		}
-		return k, nil
-	case "PRIVATE KEY":
-		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parsing private key %s: %w", file, err)
-		}
-		rk, ok := k.(*rsa.PrivateKey)
-		if !ok {
-			return nil, fmt.Errorf("private key %s is not an RSA key", file)
-		}
-		return rk, nil
-	default:
-		return nil, fmt.Errorf("%s holds a %q PEM block, want an RSA PRIVATE KEY or PRIVATE KEY", file, block.Type)
-	}
 }

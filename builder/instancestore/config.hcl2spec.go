@@ -160,32 +160,34 @@ type FlatConfig struct {
 	SSHInterface                              *string                                     `mapstructure:"ssh_interface" cty:"ssh_interface" hcl:"ssh_interface"`
 	PauseBeforeSSM                            *string                                     `mapstructure:"pause_before_ssm" cty:"pause_before_ssm" hcl:"pause_before_ssm"`
 	SessionManagerPort                        *int                                        `mapstructure:"session_manager_port" cty:"session_manager_port" hcl:"session_manager_port"`
-	AccountId                                 *string                                     `mapstructure:"account_id" required:"false" cty:"account_id" hcl:"account_id"`
-	BundlePrefix                              *string                                     `mapstructure:"bundle_prefix" required:"false" cty:"bundle_prefix" hcl:"bundle_prefix"`
-	BundleFilter                              *bool                                       `mapstructure:"bundle_filter" required:"false" cty:"bundle_filter" hcl:"bundle_filter"`
-	AMIMappings                               []common.FlatBlockDevice                    `mapstructure:"ami_block_device_mappings" required:"false" cty:"ami_block_device_mappings" hcl:"ami_block_device_mappings"`
-	LaunchMappings                            []common.FlatBlockDevice                    `mapstructure:"launch_block_device_mappings" required:"false" cty:"launch_block_device_mappings" hcl:"launch_block_device_mappings"`
 	S3Bucket                                  *string                                     `mapstructure:"s3_bucket" required:"true" cty:"s3_bucket" hcl:"s3_bucket"`
 	S3Prefix                                  *string                                     `mapstructure:"s3_prefix" required:"false" cty:"s3_prefix" hcl:"s3_prefix"`
+	S3CreateBucket                            *bool                                       `mapstructure:"s3_create_bucket" required:"false" cty:"s3_create_bucket" hcl:"s3_create_bucket"`
+	S3ForcePathStyle                          *bool                                       `mapstructure:"s3_force_path_style" required:"false" cty:"s3_force_path_style" hcl:"s3_force_path_style"`
+	AccountId                                 *string                                     `mapstructure:"account_id" required:"false" cty:"account_id" hcl:"account_id"`
+	BundlePrefix                              *string                                     `mapstructure:"bundle_prefix" required:"false" cty:"bundle_prefix" hcl:"bundle_prefix"`
 	X509CertPath                              *string                                     `mapstructure:"x509_cert_path" required:"false" cty:"x509_cert_path" hcl:"x509_cert_path"`
 	X509KeyPath                               *string                                     `mapstructure:"x509_key_path" required:"false" cty:"x509_key_path" hcl:"x509_key_path"`
 	EC2CertPath                               *string                                     `mapstructure:"ec2_cert_path" required:"false" cty:"ec2_cert_path" hcl:"ec2_cert_path"`
+	AMIArchitecture                           *string                                     `mapstructure:"ami_architecture" required:"false" cty:"ami_architecture" hcl:"ami_architecture"`
+	AMIKernelId                               *string                                     `mapstructure:"ami_kernel_id" required:"false" cty:"ami_kernel_id" hcl:"ami_kernel_id"`
+	AMIRamdiskId                              *string                                     `mapstructure:"ami_ramdisk_id" required:"false" cty:"ami_ramdisk_id" hcl:"ami_ramdisk_id"`
+	CompressionLevel                          *int                                        `mapstructure:"bundle_compression_level" required:"false" cty:"bundle_compression_level" hcl:"bundle_compression_level"`
+	UploadConcurrency                         *int                                        `mapstructure:"upload_concurrency" required:"false" cty:"upload_concurrency" hcl:"upload_concurrency"`
 	BundleDestination                         *string                                     `mapstructure:"bundle_destination" required:"false" cty:"bundle_destination" hcl:"bundle_destination"`
 	BundleSize                                *int                                        `mapstructure:"bundle_size" required:"false" cty:"bundle_size" hcl:"bundle_size"`
 	BundleExclude                             []string                                    `mapstructure:"bundle_exclude" required:"false" cty:"bundle_exclude" hcl:"bundle_exclude"`
 	BundleInclude                             []string                                    `mapstructure:"bundle_include" required:"false" cty:"bundle_include" hcl:"bundle_include"`
+	BundleFilter                              *bool                                       `mapstructure:"bundle_filter" required:"false" cty:"bundle_filter" hcl:"bundle_filter"`
 	BundlePartition                           *string                                     `mapstructure:"bundle_partition" required:"false" cty:"bundle_partition" hcl:"bundle_partition"`
-	AMIArchitecture                           *string                                     `mapstructure:"ami_architecture" required:"false" cty:"ami_architecture" hcl:"ami_architecture"`
-	AMIKernelId                               *string                                     `mapstructure:"ami_kernel_id" required:"false" cty:"ami_kernel_id" hcl:"ami_kernel_id"`
-	AMIRamdiskId                              *string                                     `mapstructure:"ami_ramdisk_id" required:"false" cty:"ami_ramdisk_id" hcl:"ami_ramdisk_id"`
-	KeepBundleOnDeregister                    *bool                                       `mapstructure:"keep_bundle_on_deregister" required:"false" cty:"keep_bundle_on_deregister" hcl:"keep_bundle_on_deregister"`
-	S3CreateBucket                            *bool                                       `mapstructure:"s3_create_bucket" required:"false" cty:"s3_create_bucket" hcl:"s3_create_bucket"`
-	S3ForcePathStyle                          *bool                                       `mapstructure:"s3_force_path_style" required:"false" cty:"s3_force_path_style" hcl:"s3_force_path_style"`
-	UploadConcurrency                         *int                                        `mapstructure:"upload_concurrency" required:"false" cty:"upload_concurrency" hcl:"upload_concurrency"`
 	AgentBinary                               *string                                     `mapstructure:"agent_binary" required:"false" cty:"agent_binary" hcl:"agent_binary"`
+	AMIMappings                               []common.FlatBlockDevice                    `mapstructure:"ami_block_device_mappings" required:"false" cty:"ami_block_device_mappings" hcl:"ami_block_device_mappings"`
+	LaunchMappings                            []common.FlatBlockDevice                    `mapstructure:"launch_block_device_mappings" required:"false" cty:"launch_block_device_mappings" hcl:"launch_block_device_mappings"`
+	KeepBundleOnDeregister                    *bool                                       `mapstructure:"keep_bundle_on_deregister" required:"false" cty:"keep_bundle_on_deregister" hcl:"keep_bundle_on_deregister"`
 	BundleVolCommand                          *string                                     `mapstructure:"bundle_vol_command" required:"false" cty:"bundle_vol_command" hcl:"bundle_vol_command"`
 	BundleUploadCommand                       *string                                     `mapstructure:"bundle_upload_command" required:"false" cty:"bundle_upload_command" hcl:"bundle_upload_command"`
 	X509UploadPath                            *string                                     `mapstructure:"x509_upload_path" required:"false" cty:"x509_upload_path" hcl:"x509_upload_path"`
+	TpmSupport                                *string                                     `mapstructure:"tpm_support" required:"false" cty:"tpm_support" hcl:"tpm_support"`
 }
 
 // FlatMapstructure returns a new FlatConfig.
@@ -348,32 +350,34 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"ssh_interface":                &hcldec.AttrSpec{Name: "ssh_interface", Type: cty.String, Required: false},
 		"pause_before_ssm":             &hcldec.AttrSpec{Name: "pause_before_ssm", Type: cty.String, Required: false},
 		"session_manager_port":         &hcldec.AttrSpec{Name: "session_manager_port", Type: cty.Number, Required: false},
-		"account_id":                   &hcldec.AttrSpec{Name: "account_id", Type: cty.String, Required: false},
-		"bundle_prefix":                &hcldec.AttrSpec{Name: "bundle_prefix", Type: cty.String, Required: false},
-		"bundle_filter":                &hcldec.AttrSpec{Name: "bundle_filter", Type: cty.Bool, Required: false},
-		"ami_block_device_mappings":    &hcldec.BlockListSpec{TypeName: "ami_block_device_mappings", Nested: hcldec.ObjectSpec((*common.FlatBlockDevice)(nil).HCL2Spec())},
-		"launch_block_device_mappings": &hcldec.BlockListSpec{TypeName: "launch_block_device_mappings", Nested: hcldec.ObjectSpec((*common.FlatBlockDevice)(nil).HCL2Spec())},
 		"s3_bucket":                    &hcldec.AttrSpec{Name: "s3_bucket", Type: cty.String, Required: false},
 		"s3_prefix":                    &hcldec.AttrSpec{Name: "s3_prefix", Type: cty.String, Required: false},
+		"s3_create_bucket":             &hcldec.AttrSpec{Name: "s3_create_bucket", Type: cty.Bool, Required: false},
+		"s3_force_path_style":          &hcldec.AttrSpec{Name: "s3_force_path_style", Type: cty.Bool, Required: false},
+		"account_id":                   &hcldec.AttrSpec{Name: "account_id", Type: cty.String, Required: false},
+		"bundle_prefix":                &hcldec.AttrSpec{Name: "bundle_prefix", Type: cty.String, Required: false},
 		"x509_cert_path":               &hcldec.AttrSpec{Name: "x509_cert_path", Type: cty.String, Required: false},
 		"x509_key_path":                &hcldec.AttrSpec{Name: "x509_key_path", Type: cty.String, Required: false},
 		"ec2_cert_path":                &hcldec.AttrSpec{Name: "ec2_cert_path", Type: cty.String, Required: false},
+		"ami_architecture":             &hcldec.AttrSpec{Name: "ami_architecture", Type: cty.String, Required: false},
+		"ami_kernel_id":                &hcldec.AttrSpec{Name: "ami_kernel_id", Type: cty.String, Required: false},
+		"ami_ramdisk_id":               &hcldec.AttrSpec{Name: "ami_ramdisk_id", Type: cty.String, Required: false},
+		"bundle_compression_level":     &hcldec.AttrSpec{Name: "bundle_compression_level", Type: cty.Number, Required: false},
+		"upload_concurrency":           &hcldec.AttrSpec{Name: "upload_concurrency", Type: cty.Number, Required: false},
 		"bundle_destination":           &hcldec.AttrSpec{Name: "bundle_destination", Type: cty.String, Required: false},
 		"bundle_size":                  &hcldec.AttrSpec{Name: "bundle_size", Type: cty.Number, Required: false},
 		"bundle_exclude":               &hcldec.AttrSpec{Name: "bundle_exclude", Type: cty.List(cty.String), Required: false},
 		"bundle_include":               &hcldec.AttrSpec{Name: "bundle_include", Type: cty.List(cty.String), Required: false},
+		"bundle_filter":                &hcldec.AttrSpec{Name: "bundle_filter", Type: cty.Bool, Required: false},
 		"bundle_partition":             &hcldec.AttrSpec{Name: "bundle_partition", Type: cty.String, Required: false},
-		"ami_architecture":             &hcldec.AttrSpec{Name: "ami_architecture", Type: cty.String, Required: false},
-		"ami_kernel_id":                &hcldec.AttrSpec{Name: "ami_kernel_id", Type: cty.String, Required: false},
-		"ami_ramdisk_id":               &hcldec.AttrSpec{Name: "ami_ramdisk_id", Type: cty.String, Required: false},
-		"keep_bundle_on_deregister":    &hcldec.AttrSpec{Name: "keep_bundle_on_deregister", Type: cty.Bool, Required: false},
-		"s3_create_bucket":             &hcldec.AttrSpec{Name: "s3_create_bucket", Type: cty.Bool, Required: false},
-		"s3_force_path_style":          &hcldec.AttrSpec{Name: "s3_force_path_style", Type: cty.Bool, Required: false},
-		"upload_concurrency":           &hcldec.AttrSpec{Name: "upload_concurrency", Type: cty.Number, Required: false},
 		"agent_binary":                 &hcldec.AttrSpec{Name: "agent_binary", Type: cty.String, Required: false},
+		"ami_block_device_mappings":    &hcldec.BlockListSpec{TypeName: "ami_block_device_mappings", Nested: hcldec.ObjectSpec((*common.FlatBlockDevice)(nil).HCL2Spec())},
+		"launch_block_device_mappings": &hcldec.BlockListSpec{TypeName: "launch_block_device_mappings", Nested: hcldec.ObjectSpec((*common.FlatBlockDevice)(nil).HCL2Spec())},
+		"keep_bundle_on_deregister":    &hcldec.AttrSpec{Name: "keep_bundle_on_deregister", Type: cty.Bool, Required: false},
 		"bundle_vol_command":           &hcldec.AttrSpec{Name: "bundle_vol_command", Type: cty.String, Required: false},
 		"bundle_upload_command":        &hcldec.AttrSpec{Name: "bundle_upload_command", Type: cty.String, Required: false},
 		"x509_upload_path":             &hcldec.AttrSpec{Name: "x509_upload_path", Type: cty.String, Required: false},
+		"tpm_support":                  &hcldec.AttrSpec{Name: "tpm_support", Type: cty.String, Required: false},
 	}
 	return s
 }

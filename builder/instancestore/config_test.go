@@ -80,8 +80,12 @@ func TestPrepareErrors(t *testing.T) {
 			[]string{"bundle_vol_command is not supported: this builder bundles the root volume with its own agent instead of Ruby ec2-bundle-vol; remove it and use bundle_destination, bundle_size, bundle_exclude, bundle_include, bundle_filter and bundle_partition"}},
 		{"bundle_upload_command", with("bundle_upload_command", "sudo ec2-upload-bundle"),
 			[]string{"bundle_upload_command is not supported: the instance uploads each part to a presigned URL issued by Packer, so no ec2-upload-bundle and no AWS keys on the instance; remove it (s3_bucket and s3_prefix choose where the bundle goes)"}},
-		{"x509_upload_path", with("x509_upload_path", "/tmp"),
-			[]string{"x509_upload_path is not supported: the X.509 key is never copied to the instance, the manifest is signed on the machine running Packer; remove it"}},
+		// The amazon plugin's default: copied templates carry it, so it only warns.
+		{"x509_upload_path", with("x509_upload_path", "/tmp"), nil},
+		{"tpm_support", with("tpm_support", "v2.0"),
+			[]string{"tpm_support cannot be used: NitroTPM needs a Nitro instance type, and none of the instance types that boot instance store-backed AMIs (c1, c3, d2, i2, m1-m3, r3, x1, ...) is Nitro-based; remove it"}},
+		{"winrm", with("communicator", "winrm", "winrm_username", "Administrator"),
+			[]string{`communicator winrm cannot be used: the bundling agent runs on Linux only, and instance store-backed Windows AMIs cannot be made this way; use communicator = "ssh" with a Linux source AMI`}},
 		{"encrypt_boot", with("encrypt_boot", true),
 			[]string{"encrypt_boot cannot be used: an instance store-backed AMI has no EBS volume to encrypt (its bundle is always encrypted); remove it or use amazon-ebs"}},
 		{"kms_key_id", with("kms_key_id", "1234abcd-12ab-34cd-56ef-1234567890ab"),
@@ -93,9 +97,9 @@ func TestPrepareErrors(t *testing.T) {
 		{"skip_save_build_region", with("skip_save_build_region", true),
 			[]string{"skip_save_build_region cannot be used: an instance store-backed AMI is registered from its bundle in the build region; remove it"}},
 		{"x509 cert without key", with("x509_cert_path", "testdata/user-cert.pem"),
-			[]string{"x509_cert_path and x509_key_path must be set together (or both left unset to use a throw-away key pair)"}},
+			[]string{"x509_cert_path and x509_key_path go together: set both (to be able to unbundle the image later) or neither (a throw-away key pair)"}},
 		{"x509 key without cert", with("x509_key_path", "testdata/user-key.pem"),
-			[]string{"x509_cert_path and x509_key_path must be set together (or both left unset to use a throw-away key pair)"}},
+			[]string{"x509_cert_path and x509_key_path go together: set both (to be able to unbundle the image later) or neither (a throw-away key pair)"}},
 		{"x509 missing files", with("x509_cert_path", "testdata/nope.pem", "x509_key_path", "testdata/nope-key.pem"),
 			[]string{
 				"x509_cert_path: reading certificate: open testdata/nope.pem: no such file or directory",
@@ -103,20 +107,20 @@ func TestPrepareErrors(t *testing.T) {
 			}},
 		{"x509 swapped", with("x509_cert_path", "testdata/user-key.pem", "x509_key_path", "testdata/user-cert.pem"),
 			[]string{
-				"x509_cert_path: testdata/user-key.pem holds no PEM CERTIFICATE block",
-				`x509_key_path: testdata/user-cert.pem holds a "CERTIFICATE" PEM block, want an RSA PRIVATE KEY or PRIVATE KEY`,
+				"x509_cert_path: certificate testdata/user-key.pem: no PEM CERTIFICATE block found",
+				"x509_key_path: private key testdata/user-cert.pem: no PEM private key block found (want RSA PRIVATE KEY or PRIVATE KEY)",
 			}},
 		{"x509 key of another cert", with("x509_cert_path", "testdata/user-cert.pem", "x509_key_path", "testdata/other-key.pem"),
-			[]string{"x509_key_path testdata/other-key.pem is not the private key of the certificate in x509_cert_path testdata/user-cert.pem"}},
+			[]string{"x509_key_path testdata/other-key.pem is not the private key of x509_cert_path testdata/user-cert.pem: the private key does not belong to the certificate"}},
 		{"x509 pair pkcs8", with("x509_cert_path", "testdata/user-cert.pem", "x509_key_path", "testdata/user-key.pem"), nil},
 		{"x509 pair pkcs1", with("x509_cert_path", "testdata/user-cert.pem", "x509_key_path", "testdata/user-key-pkcs1.pem"), nil},
 		{"ec2 cert", with("ec2_cert_path", "testdata/user-cert.pem"), nil},
 		{"ec2 cert not a cert", with("ec2_cert_path", "testdata/user-key.pem"),
-			[]string{"ec2_cert_path: testdata/user-key.pem holds no PEM CERTIFICATE block"}},
+			[]string{"ec2_cert_path: certificate testdata/user-key.pem: no PEM CERTIFICATE block found"}},
 		{"relative destination", with("bundle_destination", "tmp"),
 			[]string{`bundle_destination "tmp" must be an absolute path on the instance`}},
 		{"root destination", with("bundle_destination", "/"),
-			[]string{"bundle_destination must not be / : it is left out of the image, so use a scratch directory such as /tmp or /mnt"}},
+			[]string{"bundle_destination must not be /: it is left out of the image, so use a scratch directory such as /mnt or /tmp"}},
 		{"bundle size too big", with("bundle_size", 10241),
 			[]string{"bundle_size 10241 is out of range: give the image size in MiB, 1 to 10240 (EC2's 10 GiB limit for instance store-backed AMIs)"}},
 		{"bundle size negative", with("bundle_size", -1),
@@ -129,18 +133,18 @@ func TestPrepareErrors(t *testing.T) {
 		{"bad virtualization", with("ami_virtualization_type", "pv"),
 			[]string{`ami_virtualization_type must be hvm or paravirtual, got "pv"`}},
 		{"bad partition", with("bundle_partition", "dos"),
-			[]string{`bundle_partition must be mbr, gpt or none, got "dos"`}},
+			[]string{`bundle_partition must be auto, mbr, gpt or none, got "dos"`}},
 		{"hvm without partition", with("bundle_partition", "none"),
-			[]string{"bundle_partition none does not boot as ami_virtualization_type hvm: an hvm image needs a partition table and boot code, use mbr or gpt"}},
+			[]string{"bundle_partition none does not boot as ami_virtualization_type hvm: an hvm image needs a partition table and boot code, use auto, mbr or gpt"}},
 		{"paravirtual with partition", with("ami_virtualization_type", "paravirtual", "bundle_partition", "gpt"),
-			[]string{`bundle_partition "gpt" does not work with ami_virtualization_type paravirtual: a paravirtual AMI's image is a bare filesystem, use none`}},
+			[]string{`bundle_partition "gpt" does not work with ami_virtualization_type paravirtual: a paravirtual AMI's image is a bare filesystem, use none or auto`}},
 		{"arm64", with("ami_architecture", "arm64"),
 			[]string{`ami_architecture must be x86_64 or i386 (the instance types that boot instance store-backed AMIs are all x86), got "arm64"`}},
 		{"kernel on hvm", with("ami_kernel_id", "aki-12345678"),
 			[]string{`ami_kernel_id and ami_ramdisk_id apply to paravirtual AMIs only; remove them or set ami_virtualization_type = "paravirtual"`}},
 		{"kernel on paravirtual", with("ami_virtualization_type", "paravirtual", "ami_kernel_id", "aki-12345678", "instance_type", "m1.small"), nil},
 		{"ebs in ami mappings", with("ami_block_device_mappings", []map[string]interface{}{{"device_name": "/dev/sdf", "volume_size": 10}}),
-			[]string{"ami_block_device_mappings /dev/sdf: EBS volumes in an instance store-backed AMI are not supported by this builder; map instance store volumes with virtual_name (ephemeral0, ...)"}},
+			[]string{"ami_block_device_mappings /dev/sdf: EBS volumes cannot be mapped in an instance store-backed AMI (its manifest maps only instance store volumes, and RegisterImage of a bundle takes no EBS snapshot or size); map instance store volumes with virtual_name (ephemeral0, ...), or add EBS volumes at launch time"}},
 		{"ephemeral in ami mappings", with("ami_block_device_mappings", []map[string]interface{}{{"device_name": "/dev/sdb", "virtual_name": "ephemeral0"}}), nil},
 		{"current-generation instance type", with("instance_type", "t3.micro"),
 			[]string{`instance_type "t3.micro" cannot boot an instance store-backed AMI: only the previous-generation families c1 c3 d2 i2 m1 m2 m3 r3 x1 can (for example m3.medium or c3.large)`}},
@@ -157,9 +161,9 @@ func TestPrepareErrors(t *testing.T) {
 		{"many at once", with("s3_bucket", nil, "bundle_vol_command", "x", "account_id", "12", "bundle_partition", "dos"),
 			[]string{
 				"bundle_vol_command is not supported: this builder bundles the root volume with its own agent instead of Ruby ec2-bundle-vol; remove it and use bundle_destination, bundle_size, bundle_exclude, bundle_include, bundle_filter and bundle_partition",
-				`account_id must be a 12-digit AWS account ID (hyphens allowed), got "12"`,
 				"s3_bucket is required: the S3 bucket that receives the bundle",
-				`bundle_partition must be mbr, gpt or none, got "dos"`,
+				`account_id must be a 12-digit AWS account ID (hyphens allowed), got "12"`,
+				`bundle_partition must be auto, mbr, gpt or none, got "dos"`,
 			}},
 	}
 	for _, tc := range cases {
@@ -205,8 +209,8 @@ func TestPrepareDefaults(t *testing.T) {
 	if c.AMIVirtType != "hvm" {
 		t.Errorf("ami_virtualization_type = %q, want hvm", c.AMIVirtType)
 	}
-	if c.BundlePartition != "mbr" {
-		t.Errorf("bundle_partition = %q, want mbr", c.BundlePartition)
+	if c.BundlePartition != "auto" {
+		t.Errorf("bundle_partition = %q, want auto", c.BundlePartition)
 	}
 	if c.BundleDestination != "" {
 		t.Errorf("bundle_destination = %q, want empty (the agent picks an instance store volume)", c.BundleDestination)
@@ -217,7 +221,7 @@ func TestPrepareDefaults(t *testing.T) {
 	if !regexp.MustCompile(`^image-[0-9]+$`).MatchString(c.BundlePrefix) {
 		t.Errorf("bundle_prefix = %q, want image-<timestamp>", c.BundlePrefix)
 	}
-	if !regexp.MustCompile(`^instancestore/[0-9]+-[a-z0-9]{8}$`).MatchString(c.S3Prefix) {
+	if !regexp.MustCompile(`^instancestore/[0-9]+-[0-9a-f]{8}$`).MatchString(c.S3Prefix) {
 		t.Errorf("s3_prefix = %q, want instancestore/<timestamp>-<random>", c.S3Prefix)
 	}
 	if c.AccountId != "" || c.AMIArchitecture != "" {
@@ -235,8 +239,8 @@ func TestPrepareDefaults(t *testing.T) {
 	if errs != nil {
 		t.Fatal(errs)
 	}
-	if pv.BundlePartition != "none" {
-		t.Errorf("paravirtual bundle_partition = %q, want none", pv.BundlePartition)
+	if pv.BundlePartition != "auto" {
+		t.Errorf("paravirtual bundle_partition = %q, want auto (the volume as it is)", pv.BundlePartition)
 	}
 }
 

@@ -4,30 +4,23 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
 )
 
-// stepAccountID settles the account that owns the bundle: account_id when given, else
-// the account of the credentials in use (STS GetCallerIdentity), so that templates need
-// not repeat what the credentials already say.
+// stepAccountID settles the account that owns the bundle: the account of the
+// credentials in use (STS GetCallerIdentity), checked against account_id when that is
+// set, so that templates need not repeat what the credentials already say and a wrong
+// account_id fails before anything is launched.
 type stepAccountID struct {
-	AccountID string
+	Options *driver.Options
 }
 
 func (s *stepAccountID) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
-	if s.AccountID != "" {
-		state.Put(keyAccountID, s.AccountID)
-		return multistep.ActionContinue
-	}
-	out, err := sts.NewFromConfig(*awsConfig(state)).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	id, err := s.Options.Account(ctx, *awsConfig(state))
 	if err != nil {
-		return haltf(state, "finding the AWS account for the bundle manifest with STS GetCallerIdentity: %w; set account_id to your 12-digit account ID", err)
-	}
-	id := aws.ToString(out.Account)
-	if !reAccountID.MatchString(id) {
-		return haltf(state, "STS GetCallerIdentity returned account %q, not a 12-digit account ID; set account_id", id)
+		return halt(state, err)
 	}
 	ui(state).Say(fmt.Sprintf("Bundling for account %s", id))
 	state.Put(keyAccountID, id)

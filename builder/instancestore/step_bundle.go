@@ -60,35 +60,14 @@ func driverConfig(c *Config, comm packersdk.Communicator, ui packersdk.Ui, state
 		Architecture: c.AMIArchitecture,
 		AgentBinary:  c.AgentBinary,
 		Manifest:     manifestConfig(c, accountID(state), rootDeviceName(sourceImage(state))),
-		Job: agent.Request{
-			Mode:        agent.ModeVolume,
-			Name:        c.BundlePrefix,
-			Concurrency: c.UploadConcurrency,
-			Volume: &agent.VolumeRequest{
-				Volume:    "/",
-				Scratch:   c.BundleDestination,
-				SizeMB:    int64(c.BundleSize),
-				Excludes:  c.BundleExclude,
-				Includes:  c.BundleInclude,
-				Filter:    c.BundleFilter.True(),
-				Partition: c.BundlePartition,
-			},
-		},
+		Job:          c.Options.Request(agent.ModeVolume),
 	}
-	var err error
-	if c.X509CertPath != "" {
-		if dc.UserCert, err = readCertificate(c.X509CertPath); err != nil {
-			return dc, fmt.Errorf("x509_cert_path: %w", err)
-		}
-		if dc.UserKey, err = readPrivateKey(c.X509KeyPath); err != nil {
-			return dc, fmt.Errorf("x509_key_path: %w", err)
-		}
+	dc.Job.Volume = c.VolumeOptions.VolumeRequest("/")
+	keys, err := c.Options.Keys()
+	if err != nil {
+		return dc, err
 	}
-	if c.EC2CertPath != "" {
-		if dc.EC2Cert, err = readCertificate(c.EC2CertPath); err != nil {
-			return dc, fmt.Errorf("ec2_cert_path: %w", err)
-		}
-	}
+	dc.EC2Cert, dc.UserCert, dc.UserKey = keys.EC2Cert, keys.UserCert, keys.UserKey
 	return dc, nil
 }
 

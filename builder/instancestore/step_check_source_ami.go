@@ -3,6 +3,7 @@ package instancestore
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -26,6 +27,10 @@ func (s *stepCheckSourceAMI) Run(_ context.Context, state multistep.StateBag) mu
 	if img.RootDeviceType != ec2types.DeviceTypeInstanceStore {
 		return haltf(state, "source AMI %s (%s) has root device type %q: this builder needs an instance store-backed source AMI (root device type instance-store); pick one with source_ami_filter { filters = { root-device-type = \"instance-store\" } } or use amazon-ebs for EBS-backed images",
 			id, aws.ToString(img.Name), string(img.RootDeviceType))
+	}
+	// The agent that bundles the instance is a Linux program.
+	if img.Platform == ec2types.PlatformValuesWindows || strings.HasPrefix(strings.ToLower(aws.ToString(img.PlatformDetails)), "windows") {
+		return haltf(state, "source AMI %s (%s) is a Windows AMI: the bundling agent runs on Linux only; use a Linux instance store-backed source AMI", id, aws.ToString(img.Name))
 	}
 	virt := string(img.VirtualizationType)
 	for _, t := range s.InstanceTypes {

@@ -2,37 +2,24 @@ package instancestore
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
-	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
+	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
 )
 
 // stepPreflightBucket checks, before anything is launched, that the bundle can be
 // stored where EC2 will read it: the bucket exists in the build region (or is created
-// when s3_create_bucket is set), has ACLs enabled, and takes an object with the
-// aws-exec-read ACL.
+// when s3_create_bucket is set), has ACLs enabled, has no default encryption EC2 cannot
+// read, and takes an object with the aws-exec-read ACL.
 type stepPreflightBucket struct {
-	Bucket    string
-	Prefix    string
-	PathStyle bool
-	Create    bool
+	Options *driver.Options
 }
 
 func (s *stepPreflightBucket) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
-	r := region(state)
-	b, err := s3bundle.New(*awsConfig(state), r, s.Bucket, s.Prefix, s3bundle.Options{PathStyle: s.PathStyle})
+	b, err := s.Options.PreflightBucket(ctx, *awsConfig(state), region(state), ui(state).Say)
 	if err != nil {
 		return halt(state, err)
-	}
-	ui(state).Say(fmt.Sprintf("Checking bundle location %s (region %s, ACLs, upload with aws-exec-read)...", b, r))
-	created, err := b.Preflight(ctx, s3bundle.PreflightOptions{Create: s.Create})
-	if err != nil {
-		return halt(state, err)
-	}
-	if created {
-		ui(state).Say(fmt.Sprintf("Created bucket %s in %s (it is kept after the build)", s.Bucket, r))
 	}
 	state.Put(keyBucket, b)
 	return multistep.ActionContinue

@@ -22,6 +22,7 @@ import (
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/hashicorp/packer-plugin-sdk/packerbuilderdata"
 
+	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/localenv/ec2sim"
 	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
@@ -118,7 +119,7 @@ func (s *simEnv) uploadBundle(t *testing.T, bucket, prefix, name string) *bundle
 	if err != nil {
 		t.Fatal(err)
 	}
-	ec2Cert, err := readCertificate(s.ec2sim.EC2CertPath())
+	ec2Cert, err := bundle.LoadCertificate(s.ec2sim.EC2CertPath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,16 +200,24 @@ func seededImage(t *testing.T, s *simEnv) *ec2types.Image {
 func TestStepAccountIDFromSTS(t *testing.T) {
 	s := startSim(t)
 	st, _ := s.state(testConfig(t))
-	if action := (&stepAccountID{}).Run(context.Background(), st); action != multistep.ActionContinue {
+	if action := (&stepAccountID{Options: &driver.Options{}}).Run(context.Background(), st); action != multistep.ActionContinue {
 		t.Fatalf("halted: %v", st.Get(keyError))
 	}
 	if got := accountID(st); got != s.ec2sim.AccountID() {
 		t.Errorf("account %q, want the caller's %q", got, s.ec2sim.AccountID())
 	}
+	// account_id must be the credentials' account: EC2 refuses the manifest otherwise.
 	st2, _ := s.state(testConfig(t))
-	(&stepAccountID{AccountID: "111122223333"}).Run(context.Background(), st2)
-	if got := accountID(st2); got != "111122223333" {
-		t.Errorf("account_id not used: %q", got)
+	if (&stepAccountID{Options: &driver.Options{AccountId: s.ec2sim.AccountID()}}).Run(context.Background(), st2) != multistep.ActionContinue {
+		t.Fatalf("the caller's own account_id halted: %v", st2.Get(keyError))
+	}
+	st3, _ := s.state(testConfig(t))
+	if (&stepAccountID{Options: &driver.Options{AccountId: "111122223333"}}).Run(context.Background(), st3) != multistep.ActionHalt {
+		t.Fatal("an account_id that is not the caller's passed")
+	}
+	want := "account_id 111122223333 is not the account of the credentials in use (STS says " + s.ec2sim.AccountID() + ")"
+	if err := st3.Get(keyError).(error); !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q, want %q", err, want)
 	}
 }
 
@@ -216,15 +225,15 @@ func TestStepPreflightBucket(t *testing.T) {
 	s := startSim(t)
 	c := testConfig(t, "s3_bucket", "preflight-bucket")
 	st, _ := s.state(c)
-	step := &stepPreflightBucket{Bucket: "preflight-bucket", Prefix: "p", PathStyle: true}
+	step := &stepPreflightBucket{Options: &driver.Options{S3Bucket: "preflight-bucket", S3Prefix: "p", S3ForcePathStyle: true}}
 	if step.Run(context.Background(), st) != multistep.ActionHalt {
 		t.Fatal("a missing bucket passed the preflight")
 	}
-	if err := st.Get(keyError).(error); !strings.Contains(err.Error(), `s3_bucket "preflight-bucket" does not exist`) {
+	if err := st.Get(keyError).(error); !strings.Contains(err.Error(), `s3_bucket: bucket "preflight-bucket" does not exist`) || !strings.Contains(err.Error(), "s3_create_bucket = true") {
 		t.Errorf("error %q", err)
 	}
 	st, mock := s.state(c)
-	step.Create = true
+	step.Options.S3CreateBucket = true
 	if step.Run(context.Background(), st) != multistep.ActionContinue {
 		t.Fatalf("preflight with create: %v", st.Get(keyError))
 	}
@@ -266,6 +275,10 @@ func TestStepCheckSourceAMI(t *testing.T) {
 			i.RootDeviceType = ec2types.DeviceTypeEbs
 			return i
 		}, `has root device type "ebs": this builder needs an instance store-backed source AMI`},
+		{[]string{"m1.small"}, "paravirtual", func(i ec2types.Image) ec2types.Image {
+			i.Platform = ec2types.PlatformValuesWindows
+			return i
+		}, `is a Windows AMI: the bundling agent runs on Linux only`},
 	} {
 		im := *img
 		if tc.img != nil {

@@ -289,8 +289,8 @@ func TestBuildRefusesOverEC2Limit(t *testing.T) {
 	src := newTestFS(t, filepath.Join(t.TempDir(), "big.fs"), 0, 10400<<20, "mkfs.ext4", "-q")
 	scratch := t.TempDir()
 	_, err := Build(context.Background(), Config{PlanConfig: PlanConfig{Volume: src.Dir, Scratch: scratch}})
-	if err == nil || !strings.Contains(err.Error(), "at most 10240 MiB") || !strings.Contains(err.Error(), "--size") {
-		t.Fatalf("error %v, want one about EC2's 10 GiB limit and --size", err)
+	if err == nil || !strings.Contains(err.Error(), "at most 10240 MiB") || !strings.Contains(err.Error(), "image size") {
+		t.Fatalf("error %v, want one about EC2's 10 GiB limit and the image size", err)
 	}
 	if left, _ := os.ReadDir(scratch); len(left) != 0 {
 		t.Errorf("scratch not cleaned after the refusal: %v", left)

@@ -264,7 +264,7 @@ func (c *Copier) startProgress() func() {
 // dstErr turns a write failure on the image into an error the user can act on.
 func dstErr(op, p string, err error) error {
 	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-		return fmt.Errorf("%s %s: %w (%v): give a larger --size", op, p, ErrImageFull, err)
+		return fmt.Errorf("%s %s: %w (%v): give a larger image size", op, p, ErrImageFull, err)
 	}
 	return fmt.Errorf("%s %s in the image: %w", op, p, err)
 }

@@ -102,7 +102,7 @@ func TestBuildRefusesBadOptions(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{Partition: "hybrid", PlanConfig: PlanConfig{Scratch: t.TempDir()}}, "--partition"},
+		{Config{Partition: "hybrid", PlanConfig: PlanConfig{Scratch: t.TempDir()}}, "partition layout"},
 		{Config{}, "scratch"},
 	} {
 		if _, err := Build(context.Background(), c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -140,7 +140,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		cfg.Partition = PartitionAuto
 	case PartitionAuto, PartitionNone, PartitionMBR, PartitionGPT:
 	default:
-		return nil, fmt.Errorf("--partition %q: use auto, none, mbr or gpt", cfg.Partition)
+		return nil, fmt.Errorf("partition layout %q: use auto, none, mbr or gpt", cfg.Partition)
 	}
 	if cfg.Scratch == "" {
 		return nil, errors.New("no scratch directory given (see DefaultScratch)")
@@ -177,7 +177,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	workDir, err := os.MkdirTemp(scratch, "instancestore-bundle-")
 	if err != nil {
 		removeCreated(scratch, created)
-		return nil, fmt.Errorf("--scratch %s: %w", scratch, err)
+		return nil, fmt.Errorf("scratch directory %s: %w", scratch, err)
 	}
 	img = &Image{workDir: workDir, Path: filepath.Join(workDir, cfg.ImageName), scratch: scratch, created: created}
 	// The work directory holds the image being written: never copy it, even when the
@@ -195,7 +195,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	}
 	fs, err := ReadFSInfo(srcDev)
 	if err != nil {
-		return img, fmt.Errorf("--volume %s: %w", plan.Volume, err)
+		return img, fmt.Errorf("volume %s: %w", plan.Volume, err)
 	}
 	isExt := func(t string) bool { return t == "ext2" || t == "ext3" || t == "ext4" }
 	switch t := plan.Source.FSType; {
@@ -204,7 +204,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		// system's fstab and kernel use, so mkfs takes it for its defaults.
 		fs.Type = t
 	case t != fs.Type:
-		return img, fmt.Errorf("--volume %s is mounted as %s but its superblock says %s", plan.Volume, t, fs.Type)
+		return img, fmt.Errorf("volume %s is mounted as %s but its superblock says %s", plan.Volume, t, fs.Type)
 	}
 	if len(fs.ExtDropped) > 0 {
 		warn(fmt.Sprintf("source filesystem features not reproduced (state or unsupported by mke2fs): %v", fs.ExtDropped))
@@ -236,7 +236,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		total = roundUp(offset+fs.Size+overhead, 1<<20)
 	}
 	if total > bundle.MaxImageSize {
-		return img, fmt.Errorf("the image would be %d MiB: EC2 boots instance-store AMIs of at most %d MiB (10 GiB); give --size of at most %d with enough room for the %.0f MiB in use",
+		return img, fmt.Errorf("the image would be %d MiB: EC2 boots instance-store AMIs of at most %d MiB (10 GiB); give an image size of at most %d MiB with enough room for the %.0f MiB in use",
 			total>>20, bundle.MaxImageSize>>20, bundle.MaxImageSize>>20, float64(usedBytes(plan.Volume))/(1<<20))
 	}
 	fsSize := (total - offset - overhead) / int64(fs.BlockSize) * int64(fs.BlockSize)
@@ -244,7 +244,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		fsSize = fs.Size // the rounding slack stays outside the partition
 	}
 	if fsSize < 16<<20 {
-		return img, fmt.Errorf("--size %d MiB leaves %d MiB for the filesystem: too small", total>>20, fsSize>>20)
+		return img, fmt.Errorf("an image size of %d MiB leaves %d MiB for the filesystem: too small", total>>20, fsSize>>20)
 	}
 	// What the copy writes: the volume's used space less what -e and the emptied
 	// directories leave out.
@@ -256,7 +256,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	var sfs unix.Statfs_t
 	if unix.Statfs(scratch, &sfs) == nil {
 		if free := int64(sfs.Bavail) * int64(sfs.Bsize); free < need {
-			warn(fmt.Sprintf("--scratch %s has %d MiB free but the image will hold %d MiB (%d MiB used on the volume, %d MiB excluded): the image will not fit and bundle-vol will fail; give a --scratch with more room (an instance-store volume)", scratch, free>>20, need>>20, used>>20, left>>20))
+			warn(fmt.Sprintf("scratch directory %s has %d MiB free but the image will hold %d MiB (%d MiB used on the volume, %d MiB excluded): the image will not fit and bundling will fail; use a scratch directory with more room (an instance-store volume)", scratch, free>>20, need>>20, used>>20, left>>20))
 		}
 	}
 	img.Size, img.FSOffset = total, offset

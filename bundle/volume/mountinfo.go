@@ -105,7 +105,7 @@ func MountAt(mounts []Mount, dir string) (Mount, error) {
 		}
 	}
 	if found < 0 {
-		return Mount{}, fmt.Errorf("%s is not a mount point: --volume must name the mount point of the filesystem to bundle (see /proc/self/mountinfo)", dir)
+		return Mount{}, fmt.Errorf("%s is not a mount point: the volume must be the mount point of the filesystem to bundle (see /proc/self/mountinfo)", dir)
 	}
 	return mounts[found], nil
 }

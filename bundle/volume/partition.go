@@ -65,7 +65,7 @@ func (l *DiskLayout) entrySectors() int64 {
 }
 
 // FreshLayout is a new table of the given type with one root partition at 1 MiB and no
-// boot code: used when --partition asks for a table the source disk does not have.
+// boot code: used when the partition layout asks for a table the source disk does not have.
 func FreshLayout(table string) *DiskLayout {
 	return &DiskLayout{Table: table, RootIndex: 0, RootStart: 2048, biosIndex: -1, freshTable: true}
 }
@@ -118,7 +118,7 @@ func ReadLayout(disk *SourceDisk) (*DiskLayout, error) {
 		return nil, fmt.Errorf("reading the partition table of %s: %w", disk.Path, err)
 	}
 	if s0[510] != 0x55 || s0[511] != 0xAA {
-		return nil, fmt.Errorf("%s has no MBR signature: use --partition none, mbr or gpt", disk.Path)
+		return nil, fmt.Errorf("%s has no MBR signature: use the partition layout none, mbr or gpt", disk.Path)
 	}
 	ents := mbrEntries(s0)
 	l := &DiskLayout{source: disk.Path, sector0: s0, biosIndex: -1, RootStart: disk.Start, RootIndex: disk.PartNumber - 1}
@@ -127,7 +127,7 @@ func ReadLayout(disk *SourceDisk) (*DiskLayout, error) {
 	}
 	l.Table = PartitionMBR
 	if disk.PartNumber < 1 || disk.PartNumber > 4 {
-		return nil, fmt.Errorf("the volume is logical partition %d of %s: only primary MBR partitions can be kept; use --partition none, or mbr/gpt for a fresh table", disk.PartNumber, disk.Path)
+		return nil, fmt.Errorf("the volume is logical partition %d of %s: only primary MBR partitions can be kept; use the partition layout none, or mbr/gpt for a fresh table", disk.PartNumber, disk.Path)
 	}
 	if int64(ents[l.RootIndex].LBAFirst) != disk.Start {
 		return nil, fmt.Errorf("MBR of %s: partition %d starts at sector %d, the kernel says %d", disk.Path, disk.PartNumber, ents[l.RootIndex].LBAFirst, disk.Start)
@@ -167,7 +167,7 @@ func (l *DiskLayout) readGPT(f io.ReaderAt, disk *SourceDisk) error {
 	check := bytes.Clone(hb[:h.HeaderSize])
 	binary.LittleEndian.PutUint32(check[16:], 0)
 	if crc32.ChecksumIEEE(check) != h.HeaderCRC {
-		return fmt.Errorf("the GPT header of %s has a bad CRC: repair the table (sgdisk -v) or use --partition none", disk.Path)
+		return fmt.Errorf("the GPT header of %s has a bad CRC: repair the table (sgdisk -v) or use the partition layout none", disk.Path)
 	}
 	l.gpt = &h
 	l.entries = make([]byte, int(h.NumEntries)*int(h.EntrySize))
@@ -175,7 +175,7 @@ func (l *DiskLayout) readGPT(f io.ReaderAt, disk *SourceDisk) error {
 		return fmt.Errorf("reading the GPT entries of %s: %w", disk.Path, err)
 	}
 	if crc32.ChecksumIEEE(l.entries) != h.EntriesCRC {
-		return fmt.Errorf("the GPT entries of %s have a bad CRC: repair the table (sgdisk -v) or use --partition none", disk.Path)
+		return fmt.Errorf("the GPT entries of %s have a bad CRC: repair the table (sgdisk -v) or use the partition layout none", disk.Path)
 	}
 	if disk.PartNumber < 1 || disk.PartNumber > int(h.NumEntries) {
 		return fmt.Errorf("GPT of %s has no partition %d", disk.Path, disk.PartNumber)
@@ -297,7 +297,7 @@ func (l *DiskLayout) writeMBR(img io.WriterAt, totalSectors, rootEnd int64) erro
 	root.Sectors = uint32(rootEnd - l.RootStart + 1)
 	root.CHSFirst, root.CHSLast = chs(l.RootStart), chs(rootEnd)
 	if rootEnd > 0xFFFFFFFF {
-		return errors.New("the image is too large for an MBR partition table: use --partition gpt")
+		return errors.New("the image is too large for an MBR partition table: use the partition layout gpt")
 	}
 	var b bytes.Buffer
 	binary.Write(&b, binary.LittleEndian, root)

@@ -84,7 +84,7 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 		vol = "/"
 	}
 	if !filepath.IsAbs(vol) {
-		return nil, fmt.Errorf("--volume %q: give an absolute path", vol)
+		return nil, fmt.Errorf("volume %q: give an absolute path", vol)
 	}
 	vol = filepath.Clean(vol)
 	mounts := cfg.Mounts
@@ -99,7 +99,7 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 		return nil, err
 	}
 	if IsPseudoFS(src.FSType) {
-		return nil, fmt.Errorf("--volume %s is a %s filesystem: only disk filesystems (ext2/3/4, xfs) can be imaged", vol, src.FSType)
+		return nil, fmt.Errorf("volume %s is a %s filesystem: only disk filesystems (ext2/3/4, xfs) can be imaged", vol, src.FSType)
 	}
 	p := &Plan{
 		Volume: vol, Source: src,
@@ -139,7 +139,7 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 		}
 	}
 	for _, e := range cfg.Excludes {
-		ip, err := p.userPath("-e", e)
+		ip, err := p.userPath("exclude", e)
 		if err != nil {
 			return nil, err
 		}
@@ -149,7 +149,7 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 		p.exclude[ip] = "excluded (-e)"
 	}
 	for _, i := range cfg.Includes {
-		ip, err := p.userPath("-i", i)
+		ip, err := p.userPath("include", i)
 		if err != nil {
 			return nil, err
 		}
@@ -190,7 +190,7 @@ func (p *Plan) userPath(flag, path string) (string, error) {
 	}
 	ip, ok := p.imagePath(filepath.Clean(path))
 	if !ok {
-		return "", fmt.Errorf("%s %s is not under --volume %s", flag, path, p.Volume)
+		return "", fmt.Errorf("%s %s is not under the volume %s", flag, path, p.Volume)
 	}
 	return ip, nil
 }

@@ -133,7 +133,7 @@ func TestPlanVolumeNotRoot(t *testing.T) {
 		cfg  PlanConfig
 		want string
 	}{
-		{PlanConfig{Volume: "/boot", Excludes: []string{"/etc"}}, "not under --volume"},
+		{PlanConfig{Volume: "/boot", Excludes: []string{"/etc"}}, "not under the volume"},
 		{PlanConfig{Volume: "/etc"}, "not a mount point"},
 		{PlanConfig{Volume: "/run"}, "tmpfs"},
 		{PlanConfig{Excludes: []string{"relative/path"}}, "absolute"},

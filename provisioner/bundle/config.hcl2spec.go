@@ -35,34 +35,35 @@ type FlatConfig struct {
 	Token                 *string                           `mapstructure:"token" required:"false" cty:"token" hcl:"token"`
 	VaultAWSEngine        *common.FlatVaultAWSEngineOptions `mapstructure:"vault_aws_engine" required:"false" cty:"vault_aws_engine" hcl:"vault_aws_engine"`
 	PollingConfig         *common.FlatAWSPollingConfig      `mapstructure:"aws_polling" required:"false" cty:"aws_polling" hcl:"aws_polling"`
-	AccountId             *string                           `mapstructure:"account_id" required:"false" cty:"account_id" hcl:"account_id"`
-	BundlePrefix          *string                           `mapstructure:"bundle_prefix" required:"false" cty:"bundle_prefix" hcl:"bundle_prefix"`
-	BundleFilter          *bool                             `mapstructure:"bundle_filter" required:"false" cty:"bundle_filter" hcl:"bundle_filter"`
 	S3Bucket              *string                           `mapstructure:"s3_bucket" required:"true" cty:"s3_bucket" hcl:"s3_bucket"`
 	S3Prefix              *string                           `mapstructure:"s3_prefix" required:"false" cty:"s3_prefix" hcl:"s3_prefix"`
 	S3CreateBucket        *bool                             `mapstructure:"s3_create_bucket" required:"false" cty:"s3_create_bucket" hcl:"s3_create_bucket"`
 	S3ForcePathStyle      *bool                             `mapstructure:"s3_force_path_style" required:"false" cty:"s3_force_path_style" hcl:"s3_force_path_style"`
+	AccountId             *string                           `mapstructure:"account_id" required:"false" cty:"account_id" hcl:"account_id"`
+	BundlePrefix          *string                           `mapstructure:"bundle_prefix" required:"false" cty:"bundle_prefix" hcl:"bundle_prefix"`
 	X509CertPath          *string                           `mapstructure:"x509_cert_path" required:"false" cty:"x509_cert_path" hcl:"x509_cert_path"`
 	X509KeyPath           *string                           `mapstructure:"x509_key_path" required:"false" cty:"x509_key_path" hcl:"x509_key_path"`
 	EC2CertPath           *string                           `mapstructure:"ec2_cert_path" required:"false" cty:"ec2_cert_path" hcl:"ec2_cert_path"`
-	BundleImage           *string                           `mapstructure:"bundle_image" required:"false" cty:"bundle_image" hcl:"bundle_image"`
-	BundleVolume          *string                           `mapstructure:"bundle_volume" required:"false" cty:"bundle_volume" hcl:"bundle_volume"`
+	AMIArchitecture       *string                           `mapstructure:"ami_architecture" required:"false" cty:"ami_architecture" hcl:"ami_architecture"`
+	AMIKernelId           *string                           `mapstructure:"ami_kernel_id" required:"false" cty:"ami_kernel_id" hcl:"ami_kernel_id"`
+	AMIRamdiskId          *string                           `mapstructure:"ami_ramdisk_id" required:"false" cty:"ami_ramdisk_id" hcl:"ami_ramdisk_id"`
+	CompressionLevel      *int                              `mapstructure:"bundle_compression_level" required:"false" cty:"bundle_compression_level" hcl:"bundle_compression_level"`
+	UploadConcurrency     *int                              `mapstructure:"upload_concurrency" required:"false" cty:"upload_concurrency" hcl:"upload_concurrency"`
 	BundleDestination     *string                           `mapstructure:"bundle_destination" required:"false" cty:"bundle_destination" hcl:"bundle_destination"`
 	BundleSize            *int                              `mapstructure:"bundle_size" required:"false" cty:"bundle_size" hcl:"bundle_size"`
 	BundleExclude         []string                          `mapstructure:"bundle_exclude" required:"false" cty:"bundle_exclude" hcl:"bundle_exclude"`
 	BundleInclude         []string                          `mapstructure:"bundle_include" required:"false" cty:"bundle_include" hcl:"bundle_include"`
+	BundleFilter          *bool                             `mapstructure:"bundle_filter" required:"false" cty:"bundle_filter" hcl:"bundle_filter"`
 	BundlePartition       *string                           `mapstructure:"bundle_partition" required:"false" cty:"bundle_partition" hcl:"bundle_partition"`
-	AMIArchitecture       *string                           `mapstructure:"ami_architecture" required:"false" cty:"ami_architecture" hcl:"ami_architecture"`
-	AMIKernelId           *string                           `mapstructure:"ami_kernel_id" required:"false" cty:"ami_kernel_id" hcl:"ami_kernel_id"`
-	AMIRamdiskId          *string                           `mapstructure:"ami_ramdisk_id" required:"false" cty:"ami_ramdisk_id" hcl:"ami_ramdisk_id"`
+	AgentBinary           *string                           `mapstructure:"agent_binary" required:"false" cty:"agent_binary" hcl:"agent_binary"`
+	BundleImage           *string                           `mapstructure:"bundle_image" required:"false" cty:"bundle_image" hcl:"bundle_image"`
+	BundleVolume          *string                           `mapstructure:"bundle_volume" required:"false" cty:"bundle_volume" hcl:"bundle_volume"`
+	AMIVirtType           *string                           `mapstructure:"ami_virtualization_type" required:"false" cty:"ami_virtualization_type" hcl:"ami_virtualization_type"`
 	AMIName               *string                           `mapstructure:"ami_name" required:"false" cty:"ami_name" hcl:"ami_name"`
 	AMIDescription        *string                           `mapstructure:"ami_description" required:"false" cty:"ami_description" hcl:"ami_description"`
-	AMIVirtType           *string                           `mapstructure:"ami_virtualization_type" required:"false" cty:"ami_virtualization_type" hcl:"ami_virtualization_type"`
 	AMIRootDeviceName     *string                           `mapstructure:"ami_root_device_name" required:"false" cty:"ami_root_device_name" hcl:"ami_root_device_name"`
-	UploadConcurrency     *int                              `mapstructure:"upload_concurrency" required:"false" cty:"upload_concurrency" hcl:"upload_concurrency"`
 	ExecuteCommand        *string                           `mapstructure:"execute_command" required:"false" cty:"execute_command" hcl:"execute_command"`
 	RemoteFolder          *string                           `mapstructure:"remote_folder" required:"false" cty:"remote_folder" hcl:"remote_folder"`
-	AgentBinary           *string                           `mapstructure:"agent_binary" required:"false" cty:"agent_binary" hcl:"agent_binary"`
 	ProgressInterval      *string                           `mapstructure:"progress_interval" required:"false" cty:"progress_interval" hcl:"progress_interval"`
 }
 
@@ -102,34 +103,35 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"token":                         &hcldec.AttrSpec{Name: "token", Type: cty.String, Required: false},
 		"vault_aws_engine":              &hcldec.BlockSpec{TypeName: "vault_aws_engine", Nested: hcldec.ObjectSpec((*common.FlatVaultAWSEngineOptions)(nil).HCL2Spec())},
 		"aws_polling":                   &hcldec.BlockSpec{TypeName: "aws_polling", Nested: hcldec.ObjectSpec((*common.FlatAWSPollingConfig)(nil).HCL2Spec())},
-		"account_id":                    &hcldec.AttrSpec{Name: "account_id", Type: cty.String, Required: false},
-		"bundle_prefix":                 &hcldec.AttrSpec{Name: "bundle_prefix", Type: cty.String, Required: false},
-		"bundle_filter":                 &hcldec.AttrSpec{Name: "bundle_filter", Type: cty.Bool, Required: false},
 		"s3_bucket":                     &hcldec.AttrSpec{Name: "s3_bucket", Type: cty.String, Required: false},
 		"s3_prefix":                     &hcldec.AttrSpec{Name: "s3_prefix", Type: cty.String, Required: false},
 		"s3_create_bucket":              &hcldec.AttrSpec{Name: "s3_create_bucket", Type: cty.Bool, Required: false},
 		"s3_force_path_style":           &hcldec.AttrSpec{Name: "s3_force_path_style", Type: cty.Bool, Required: false},
+		"account_id":                    &hcldec.AttrSpec{Name: "account_id", Type: cty.String, Required: false},
+		"bundle_prefix":                 &hcldec.AttrSpec{Name: "bundle_prefix", Type: cty.String, Required: false},
 		"x509_cert_path":                &hcldec.AttrSpec{Name: "x509_cert_path", Type: cty.String, Required: false},
 		"x509_key_path":                 &hcldec.AttrSpec{Name: "x509_key_path", Type: cty.String, Required: false},
 		"ec2_cert_path":                 &hcldec.AttrSpec{Name: "ec2_cert_path", Type: cty.String, Required: false},
-		"bundle_image":                  &hcldec.AttrSpec{Name: "bundle_image", Type: cty.String, Required: false},
-		"bundle_volume":                 &hcldec.AttrSpec{Name: "bundle_volume", Type: cty.String, Required: false},
+		"ami_architecture":              &hcldec.AttrSpec{Name: "ami_architecture", Type: cty.String, Required: false},
+		"ami_kernel_id":                 &hcldec.AttrSpec{Name: "ami_kernel_id", Type: cty.String, Required: false},
+		"ami_ramdisk_id":                &hcldec.AttrSpec{Name: "ami_ramdisk_id", Type: cty.String, Required: false},
+		"bundle_compression_level":      &hcldec.AttrSpec{Name: "bundle_compression_level", Type: cty.Number, Required: false},
+		"upload_concurrency":            &hcldec.AttrSpec{Name: "upload_concurrency", Type: cty.Number, Required: false},
 		"bundle_destination":            &hcldec.AttrSpec{Name: "bundle_destination", Type: cty.String, Required: false},
 		"bundle_size":                   &hcldec.AttrSpec{Name: "bundle_size", Type: cty.Number, Required: false},
 		"bundle_exclude":                &hcldec.AttrSpec{Name: "bundle_exclude", Type: cty.List(cty.String), Required: false},
 		"bundle_include":                &hcldec.AttrSpec{Name: "bundle_include", Type: cty.List(cty.String), Required: false},
+		"bundle_filter":                 &hcldec.AttrSpec{Name: "bundle_filter", Type: cty.Bool, Required: false},
 		"bundle_partition":              &hcldec.AttrSpec{Name: "bundle_partition", Type: cty.String, Required: false},
-		"ami_architecture":              &hcldec.AttrSpec{Name: "ami_architecture", Type: cty.String, Required: false},
-		"ami_kernel_id":                 &hcldec.AttrSpec{Name: "ami_kernel_id", Type: cty.String, Required: false},
-		"ami_ramdisk_id":                &hcldec.AttrSpec{Name: "ami_ramdisk_id", Type: cty.String, Required: false},
+		"agent_binary":                  &hcldec.AttrSpec{Name: "agent_binary", Type: cty.String, Required: false},
+		"bundle_image":                  &hcldec.AttrSpec{Name: "bundle_image", Type: cty.String, Required: false},
+		"bundle_volume":                 &hcldec.AttrSpec{Name: "bundle_volume", Type: cty.String, Required: false},
+		"ami_virtualization_type":       &hcldec.AttrSpec{Name: "ami_virtualization_type", Type: cty.String, Required: false},
 		"ami_name":                      &hcldec.AttrSpec{Name: "ami_name", Type: cty.String, Required: false},
 		"ami_description":               &hcldec.AttrSpec{Name: "ami_description", Type: cty.String, Required: false},
-		"ami_virtualization_type":       &hcldec.AttrSpec{Name: "ami_virtualization_type", Type: cty.String, Required: false},
 		"ami_root_device_name":          &hcldec.AttrSpec{Name: "ami_root_device_name", Type: cty.String, Required: false},
-		"upload_concurrency":            &hcldec.AttrSpec{Name: "upload_concurrency", Type: cty.Number, Required: false},
 		"execute_command":               &hcldec.AttrSpec{Name: "execute_command", Type: cty.String, Required: false},
 		"remote_folder":                 &hcldec.AttrSpec{Name: "remote_folder", Type: cty.String, Required: false},
-		"agent_binary":                  &hcldec.AttrSpec{Name: "agent_binary", Type: cty.String, Required: false},
 		"progress_interval":             &hcldec.AttrSpec{Name: "progress_interval", Type: cty.String, Required: false},
 	}
 	return s

@@ -34,7 +34,7 @@ func TestPrepare(t *testing.T) {
 		"relative destination":  {map[string]interface{}{"bundle_destination": "tmp"}, "bundle_destination"},
 		"root destination":      {map[string]interface{}{"bundle_destination": "/"}, "must not be /"},
 		"too big":               {map[string]interface{}{"bundle_size": 20000}, "bundle_size"},
-		"relative exclude":      {map[string]interface{}{"bundle_exclude": []string{"var"}}, "absolute paths"},
+		"relative exclude":      {map[string]interface{}{"bundle_exclude": []string{"var"}}, `bundle_exclude "var" must be an absolute path on the instance`},
 		"bad partition":         {map[string]interface{}{"bundle_partition": "dos"}, "bundle_partition"},
 		"bad arch":              {map[string]interface{}{"ami_architecture": "arm64"}, "ami_architecture"},
 		"bad virt":              {map[string]interface{}{"ami_virtualization_type": "pv"}, "ami_virtualization_type"},

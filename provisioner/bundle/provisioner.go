@@ -6,25 +6,19 @@ package bundle
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/hex"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/hashicorp/hcl/v2/hcldec"
+	awscommon "github.com/hashicorp/packer-plugin-amazon/common"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
 	"github.com/instancestore/packer-plugin-instancestore/agent"
 	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
 	format "github.com/instancestore/packer-plugin-instancestore/bundle"
-	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 
 // Provisioner is the `instancestore-bundle` provisioner.
@@ -57,26 +51,18 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 	if region == "" {
 		return fmt.Errorf("no AWS region: set region (the bundle's bucket and the AMI must be in it)")
 	}
-	b, err := s3bundle.New(*awsCfg, region, c.S3Bucket, c.S3Prefix, s3bundle.Options{PathStyle: c.S3ForcePathStyle})
+	b, err := c.Options.PreflightBucket(ctx, *awsCfg, region, ui.Say)
 	if err != nil {
 		return err
 	}
-	ui.Sayf("Checking %s (region %s, ACLs, upload with aws-exec-read)...", b, region)
-	created, err := b.Preflight(ctx, s3bundle.PreflightOptions{Create: c.S3CreateBucket})
+	account, err := c.Options.Account(ctx, *awsCfg)
 	if err != nil {
 		return err
 	}
-	if created {
-		ui.Sayf("Created bucket %s in %s", c.S3Bucket, region)
-	}
-
-	account := c.AccountId
-	if account == "" {
-		out, err := sts.NewFromConfig(*awsCfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
-		if err != nil {
-			return fmt.Errorf("finding the AWS account for the manifest with STS GetCallerIdentity: %w; set account_id", err)
-		}
-		account = aws.ToString(out.Account)
+	ui.Sayf("Bundling for account %s", account)
+	keys, err := c.Options.Keys()
+	if err != nil {
+		return err
 	}
 
 	dcfg := driver.Config{
@@ -90,27 +76,15 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 			User: account, KernelID: c.AMIKernelId, RamdiskID: c.AMIRamdiskId,
 			BlockDeviceMappings: []format.BlockDeviceMapping{{Virtual: "ami", Device: strings.TrimPrefix(c.AMIRootDeviceName, "/dev/")}, {Virtual: "root", Device: c.AMIRootDeviceName}},
 		},
-		Job: agent.Request{Name: c.BundlePrefix, Concurrency: c.UploadConcurrency},
+		EC2Cert: keys.EC2Cert, UserCert: keys.UserCert, UserKey: keys.UserKey,
 	}
 	if c.BundleImage != "" {
-		dcfg.Job.Mode, dcfg.Job.Image = agent.ModeImage, c.BundleImage
+		dcfg.Job = c.Options.Request(agent.ModeImage)
+		dcfg.Job.Image = c.BundleImage
 	} else {
-		dcfg.Job.Mode = agent.ModeVolume
-		dcfg.Job.Volume = &agent.VolumeRequest{Volume: c.BundleVolume, Scratch: c.BundleDestination,
-			SizeMB: int64(c.BundleSize), Excludes: c.BundleExclude, Includes: c.BundleInclude,
-			Filter: c.BundleFilter.True(), Partition: c.BundlePartition}
+		dcfg.Job = c.Options.Request(agent.ModeVolume)
+		dcfg.Job.Volume = c.VolumeOptions.VolumeRequest(c.BundleVolume)
 	}
-	if c.X509CertPath != "" {
-		if dcfg.UserCert, dcfg.UserKey, err = loadUser(c.X509CertPath, c.X509KeyPath); err != nil {
-			return err
-		}
-	}
-	if c.EC2CertPath != "" {
-		if dcfg.EC2Cert, err = format.LoadCertificate(c.EC2CertPath); err != nil {
-			return fmt.Errorf("ec2_cert_path: %w", err)
-		}
-	}
-
 	res, err := driver.Run(ctx, dcfg)
 	if err != nil {
 		return err
@@ -120,7 +94,11 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 		return nil
 	}
 
-	ec2c := ec2.NewFromConfig(*awsCfg)
+	// NewEC2Client honours custom_endpoint_ec2, as the builder's client does.
+	ec2c, err := c.AccessConfig.NewEC2Client(ctx)
+	if err != nil {
+		return fmt.Errorf("creating the EC2 client: %w (the bundle stays in S3 at %s)", err, res.ManifestLocation)
+	}
 	in := &ec2.RegisterImageInput{
 		Name:               aws.String(c.AMIName),
 		ImageLocation:      aws.String(res.ManifestLocation),
@@ -141,26 +119,15 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 	if err != nil {
 		return fmt.Errorf("registering AMI %q from %s: %w (the bundle stays in S3)", c.AMIName, res.ManifestLocation, err)
 	}
-	ui.Sayf("Registered AMI %s (%s)", aws.ToString(out.ImageId), c.AMIName)
+	id := aws.ToString(out.ImageId)
+	ui.Sayf("Registered AMI %s (%s); waiting for it to become available...", id, c.AMIName)
+	polling := c.PollingConfig
+	if polling == nil {
+		polling = new(awscommon.AWSPollingConfig)
+	}
+	if err := polling.WaitUntilAMIAvailable(ctx, ec2c, id); err != nil {
+		return fmt.Errorf("waiting for AMI %s to become available: %w (it stays registered; deregister it if it failed)", id, err)
+	}
+	ui.Sayf("AMI %s is available", id)
 	return nil
-}
-
-func loadUser(certPath, keyPath string) (*x509.Certificate, *rsa.PrivateKey, error) {
-	cert, err := format.LoadCertificate(certPath)
-	if err != nil {
-		return nil, nil, fmt.Errorf("x509_cert_path: %w", err)
-	}
-	key, err := format.LoadPrivateKey(keyPath)
-	if err != nil {
-		return nil, nil, fmt.Errorf("x509_key_path: %w", err)
-	}
-	return cert, key, nil
-}
-
-func statFile(p string) (os.FileInfo, error) { return os.Stat(p) }
-
-func randomSuffix() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
