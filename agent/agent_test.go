@@ -265,3 +265,45 @@ func TestRequestCheck(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+// TestAgentCompressionLevel: the request's compression_level reaches the writer (a
+// compressible image gets smaller at 9 than at 1), and an out-of-range one is refused.
+func TestAgentCompressionLevel(t *testing.T) {
+	data := make([]byte, 4<<20)
+	words := []string{"instance ", "store ", "bundle ", "packer ", "image ", "part ", "manifest\n"}
+	r := uint32(1)
+	for i := 0; i < len(data); {
+		r = r*1664525 + 1013904223
+		i += copy(data[i:], words[r>>29%uint32(len(words))])
+	}
+	p := filepath.Join(t.TempDir(), "text.img")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	size := func(level int) int64 {
+		st := &objectStore{objs: map[string][]byte{}}
+		srv := httptest.NewServer(st)
+		defer srv.Close()
+		req, _ := newRequest(t, p)
+		req.CompressionLevel = level
+		h, err, _ := runHost(t, req, srv.URL, 0)
+		if err != nil || h.result == nil {
+			t.Fatalf("level %d: %v (error event %q)", level, err, h.errMsg)
+		}
+		var n int64
+		for _, b := range st.objs {
+			n += int64(len(b))
+		}
+		return n
+	}
+	fast, small := size(1), size(9)
+	t.Logf("bundle of 4 MiB of text: level 1 %d bytes, level 9 %d bytes", fast, small)
+	if small >= fast {
+		t.Fatalf("level 9 gave %d bytes, level 1 %d: the level did not reach the writer", small, fast)
+	}
+	req, _ := newRequest(t, p)
+	req.CompressionLevel = 10
+	if err := req.Check(); err == nil || !strings.Contains(err.Error(), "compression level 10") {
+		t.Fatalf("Check() of level 10 = %v", err)
+	}
+}

@@ -65,6 +65,11 @@ type Config struct {
 	ProgressInterval time.Duration
 }
 
+// ErrAgentDidNotStart is in the error of a run whose agent exited before speaking:
+// the command that runs it, or its directory, is wrong. The component that owns those
+// settings adds their names.
+var ErrAgentDidNotStart = errors.New("the agent did not start")
+
 // DefaultExecuteCommand runs the agent as root: directly when the user is root,
 // else with non-interactive sudo.
 const DefaultExecuteCommand = "{{if .Sudo}}sudo -n {{end}}{{.Path}} {{.Args}}"
@@ -334,7 +339,7 @@ func (r *run) runAgent(ctx context.Context, bin *agentBinary, job *agent.Request
 	case agentErr != "":
 		return nil, fmt.Errorf("the agent on the instance failed: %s", agentErr)
 	case result == nil && !helloSeen:
-		return nil, fmt.Errorf("the agent did not start (exit status %d): %s; the agent must run as root (connect as root, or as a user with sudo without a password), from a directory (%s) that allows executing programs (not mounted noexec)", status, stderr.String(), r.cfg.RemoteFolder)
+		return nil, fmt.Errorf("%w (exit status %d): %s; the agent must run as root (connect as root, or as a user with sudo without a password), from a directory (%s) that allows executing programs (not mounted noexec)", ErrAgentDidNotStart, status, stderr.String(), r.cfg.RemoteFolder)
 	case result == nil:
 		// The agent exits 0 only after its result: 0 here means the session ended
 		// without an exit status reaching us.

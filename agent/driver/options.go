@@ -397,17 +397,6 @@ func (v *VolumeOptions) VolumeRequest(volume string) *agent.VolumeRequest {
 	}
 }
 
-// VolumeOptionNames maps the agent's names for the values of an imaging job (those
-// in its option errors) to the Packer options that set them.
-var VolumeOptionNames = map[string]string{
-	"partition": "bundle_partition",
-	"scratch":   "bundle_destination",
-	"size":      "bundle_size",
-	"volume":    "bundle_volume",
-	"exclude":   "bundle_exclude",
-	"include":   "bundle_include",
-}
-
 func render(s string, ctx *interpolate.Context) string {
 	if ctx != nil {
 		if out, err := interpolate.Render(s, ctx); err == nil {

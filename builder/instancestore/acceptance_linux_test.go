@@ -502,7 +502,7 @@ func TestAcceptanceCancel(t *testing.T) {
 	}
 }
 
-// TestAcceptanceLocalBuildHVM builds an hvm AMI (bundle_partition defaults to mbr) from
+// TestAcceptanceLocalBuildHVM builds an hvm AMI (bundle_partition defaults to auto) from
 // the hvm base AMI and boots it.
 func TestAcceptanceLocalBuildHVM(t *testing.T) {
 	a := startLocal(t)

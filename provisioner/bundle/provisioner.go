@@ -6,6 +6,7 @@ package bundle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -86,6 +87,9 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 		dcfg.Job.Volume = c.VolumeOptions.VolumeRequest(c.BundleVolume)
 	}
 	res, err := driver.Run(ctx, dcfg)
+	if errors.Is(err, driver.ErrAgentDidNotStart) {
+		return fmt.Errorf("%w; check execute_command and remote_folder", err)
+	}
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-# error: x509_cert_path and x509_key_path must be set together
+# error: x509_cert_path and x509_key_path go together: set both
 source "instancestore" "bad" {
   region         = "us-east-1"
   source_ami     = "ami-12345678"

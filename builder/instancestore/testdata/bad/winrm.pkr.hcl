@@ -1,12 +1,12 @@
-# error: x509_upload_path is not supported: the X.509 key is never copied to the instance
+# error: communicator winrm cannot be used: the bundling agent runs on Linux only
 source "instancestore" "bad" {
   region           = "us-east-1"
   source_ami       = "ami-12345678"
   ami_name         = "bad-template"
-  ssh_username     = "root"
   instance_type    = "m3.medium"
   s3_bucket        = "my-bundles"
-  x509_upload_path = "/tmp"
+  communicator     = "winrm"
+  winrm_username   = "Administrator"
 }
 
 build {
