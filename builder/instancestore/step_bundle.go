@@ -111,6 +111,10 @@ func (s *stepBundle) Cleanup(state multistep.StateBag) {
 	if s.uploaded == nil || !failed(state) {
 		return
 	}
+	if ami := bundleInUse(state); ami != "" {
+		ui(state).Error(fmt.Sprintf("Keeping the bundle s3://%s: AMI %s could not be deregistered and still uses it", s.uploaded.ManifestLocation, ami))
+		return
+	}
 	ui(state).Say(fmt.Sprintf("Deleting the bundle s3://%s (the build did not finish)...", s.uploaded.ManifestLocation))
 	if err := bucketOf(state).Delete(context.Background(), s.uploaded.Objects); err != nil {
 		ui(state).Error(fmt.Sprintf("Could not delete the bundle's objects under s3://%s/%s, delete them yourself: %s", s.uploaded.Bucket, s.uploaded.Prefix, err))
