@@ -3,8 +3,8 @@ package instancestore
 import (
 	"context"
 	"fmt"
-	"strings"
 
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/hashicorp/packer-plugin-sdk/packerbuilderdata"
@@ -24,19 +24,10 @@ type stepBundle struct {
 }
 
 // manifestConfig is what the manifest says besides the bundle itself: the owner, the
-// kernel and RAM disk, and the block device mappings (ami and root are the root
-// device, then the instance store volumes of ami_block_device_mappings).
-func manifestConfig(c *Config, account, rootDevice string) bundle.ManifestConfig {
-	mappings := []bundle.BlockDeviceMapping{
-		{Virtual: "ami", Device: strings.TrimPrefix(rootDevice, "/dev/")},
-		{Virtual: "root", Device: rootDevice},
-	}
-	for _, bd := range c.AMIMappings {
-		if bd.VirtualName != "" && bd.DeviceName != "" {
-			mappings = append(mappings, bundle.BlockDeviceMapping{Virtual: bd.VirtualName, Device: strings.TrimPrefix(bd.DeviceName, "/dev/")})
-		}
-	}
-	mc := bundle.ManifestConfig{User: account, BlockDeviceMappings: mappings}
+// kernel and RAM disk, and the block device mappings (see manifestMappings: the root
+// device and the instance store volumes the new AMI inherits, mappings.go).
+func manifestConfig(c *Config, account, rootDevice string, src *ec2types.Image) bundle.ManifestConfig {
+	mc := bundle.ManifestConfig{User: account, BlockDeviceMappings: manifestMappings(rootDevice, amiMappings(c, src))}
 	if c.AMIVirtType == "paravirtual" {
 		mc.KernelID, mc.RamdiskID = c.AMIKernelId, c.AMIRamdiskId
 	}
@@ -51,7 +42,7 @@ func driverConfig(c *Config, comm packersdk.Communicator, ui packersdk.Ui, state
 		Bucket:       bucketOf(state),
 		Architecture: c.AMIArchitecture,
 		AgentBinary:  c.AgentBinary,
-		Manifest:     manifestConfig(c, accountID(state), rootDeviceName(sourceImage(state))),
+		Manifest:     manifestConfig(c, accountID(state), rootDeviceName(sourceImage(state)), sourceImage(state)),
 		Job: agent.Request{
 			Mode:        agent.ModeVolume,
 			Name:        c.BundlePrefix,

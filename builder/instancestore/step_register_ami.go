@@ -43,7 +43,7 @@ func (s *stepRegisterAMI) input(state multistep.StateBag) *ec2.RegisterImageInpu
 		Architecture:        ec2types.ArchitectureValues(c.AMIArchitecture),
 		VirtualizationType:  aws.String(c.AMIVirtType),
 		RootDeviceName:      aws.String(rootDeviceName(sourceImage(state))),
-		BlockDeviceMappings: c.AMIMappings.BuildEC2BlockDeviceMappings(),
+		BlockDeviceMappings: amiMappings(c, sourceImage(state)),
 	}
 	if c.AMIVirtType == "paravirtual" {
 		in.KernelId = nonEmpty(c.AMIKernelId)
