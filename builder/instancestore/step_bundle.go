@@ -59,6 +59,9 @@ func driverConfig(c *Config, comm packersdk.Communicator, ui packersdk.Ui, state
 		},
 	}
 	var err error
+	if dc.Job.Volume.RemoveAuthorizedKeys, err = temporaryPublicKeys(c); err != nil {
+		return dc, err
+	}
 	if c.X509CertPath != "" {
 		if dc.UserCert, err = readCertificate(c.X509CertPath); err != nil {
 			return dc, fmt.Errorf("x509_cert_path: %w", err)
