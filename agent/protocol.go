@@ -73,6 +73,10 @@ type VolumeRequest struct {
 	Includes  []string `json:"includes,omitempty"`  // -i
 	Filter    bool     `json:"filter,omitempty"`    // ec2-bundle-vol's sensitive-file filter
 	Partition string   `json:"partition,omitempty"` // auto, none, mbr, gpt
+	// RemoveAuthorizedKeys are public keys ("type base64 [comment]") whose lines the
+	// agent deletes from every authorized_keys file in the image (not on the running
+	// instance): Packer's temporary SSH key.
+	RemoveAuthorizedKeys []string `json:"remove_authorized_keys,omitempty"`
 }
 
 // DecodeRequest decodes and checks the request line the host sends first.

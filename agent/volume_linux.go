@@ -41,6 +41,12 @@ func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...an
 		ImageName: req.Name + ".img",
 		Log:       logWriter(logf),
 		Warn:      func(m string) { logf("warning: %s", m) },
+		AfterCopy: func(root string) error {
+			if len(v.RemoveAuthorizedKeys) == 0 {
+				return nil
+			}
+			return removeAuthorizedKeys(root, v.RemoveAuthorizedKeys, logf)
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("imaging volume %s: %w", orRoot(v.Volume), err)

@@ -51,6 +51,9 @@ func findAgentBinary(arch, override string) (*agentBinary, error) {
 		if len(b) < 4 || string(b[:4]) != "\x7fELF" {
 			return nil, fmt.Errorf("agent_binary %s is not a Linux (ELF) executable: build it with GOOS=linux GOARCH=%s go build ./cmd/instancestore-bundler", override, goarch)
 		}
+		if err := checkStatic(b, goarch, "agent_binary "+override); err != nil {
+			return nil, err
+		}
 		return compress(b, "agent", override)
 	}
 	if gz, ok := agentbin.Gzipped(goarch); ok {
@@ -58,11 +61,15 @@ func findAgentBinary(arch, override string) (*agentBinary, error) {
 		if err != nil {
 			return nil, fmt.Errorf("embedded agent for linux/%s is corrupt: %w", goarch, err)
 		}
-		h := sha256.New()
-		if _, err := io.Copy(h, zr); err != nil {
+		b, err := io.ReadAll(zr)
+		if err != nil {
 			return nil, fmt.Errorf("embedded agent for linux/%s is corrupt: %w", goarch, err)
 		}
-		return &agentBinary{gz: gz, sha256: hex.EncodeToString(h.Sum(nil)), args: "agent", source: "embedded linux/" + goarch + " agent"}, nil
+		if err := checkStatic(b, goarch, "the embedded linux/"+goarch+" agent"); err != nil {
+			return nil, err
+		}
+		h := sha256.Sum256(b)
+		return &agentBinary{gz: gz, sha256: hex.EncodeToString(h[:]), args: "agent", source: "embedded linux/" + goarch + " agent"}, nil
 	}
 	if runtime.GOOS == "linux" && runtime.GOARCH == goarch && agent.SelfServes() {
 		exe, err := os.Executable()

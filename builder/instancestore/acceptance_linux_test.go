@@ -27,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
+	"github.com/instancestore/packer-plugin-instancestore/internal/cmdlines"
 	"github.com/instancestore/packer-plugin-instancestore/internal/launch"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 	"github.com/instancestore/packer-plugin-instancestore/localenv"
@@ -283,7 +284,9 @@ func TestAcceptanceLocalBuildX509(t *testing.T) {
 	bucket := "acc-x509"
 	certPath, _ := filepath.Abs("testdata/user-cert.pem")
 	keyPath, _ := filepath.Abs("testdata/user-key.pem")
+	samples := cmdlines.Sample()
 	out, err, _ := a.build(t, outDir, bucket, "", "x509_cert_path="+certPath, "x509_key_path="+keyPath)
+	seenCmdlines := samples.Stop()
 	if err != nil {
 		a.failWithLog(t, outDir, out, err)
 	}
@@ -330,6 +333,11 @@ func TestAcceptanceLocalBuildX509(t *testing.T) {
 	if _, err := bundle.Verify(ctx, m, key, b); err != nil {
 		t.Errorf("verifying the bundle with the user's key: %v", err)
 	}
+	a.checkNoSecrets(t, outDir, out, seenCmdlines, map[string]string{
+		"bundle key":            key.KeyHex(),
+		"bundle IV":             key.IVHex(),
+		"x509_key_path content": strings.Split(readFile(t, keyPath), "\n")[1],
+	})
 	if m.User != a.vars["INSTANCESTORE_ACCOUNT_ID"] {
 		t.Errorf("manifest user %q, want the account %s", m.User, a.vars["INSTANCESTORE_ACCOUNT_ID"])
 	}

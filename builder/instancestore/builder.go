@@ -9,9 +9,11 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/hashicorp/hcl/v2/hcldec"
 	awscommon "github.com/hashicorp/packer-plugin-amazon/common"
+	"github.com/hashicorp/packer-plugin-amazon/common/clients"
 	"github.com/hashicorp/packer-plugin-sdk/communicator"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	"github.com/hashicorp/packer-plugin-sdk/multistep/commonsteps"
@@ -72,7 +74,30 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	state.Put(keyRegion, awsCfg.Region)
 	generatedData := &packerbuilderdata.GeneratedData{State: state}
 
-	steps := []multistep.Step{
+	b.runner = commonsteps.NewRunner(b.steps(ctx, client, awsCfg, generatedData), c.PackerConfig, ui)
+	b.runner.Run(ctx, state)
+
+	if err, ok := state.GetOk(keyError); ok {
+		return nil, err.(error)
+	}
+	images := amis(state)
+	if len(images) == 0 {
+		return nil, nil
+	}
+	return &Artifact{
+		Amis:      images,
+		Manifests: manifestLocations(state),
+		Bundle:    bundleOf(state),
+		Config:    awsCfg,
+		Access:    &c.AccessConfig,
+		StateData: map[string]interface{}{keyGenerated: state.Get(keyGenerated)},
+	}, nil
+}
+
+// steps is the whole story of a build, in order.
+func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *aws.Config, generatedData *packerbuilderdata.GeneratedData) []multistep.Step {
+	c := &b.config
+	return []multistep.Step{
 		&stepSweep{BuildID: c.buildID, PollingConfig: c.PollingConfig},
 		&awscommon.StepPreValidate{
 			DestAmiName:     c.AMIName,
@@ -150,7 +175,8 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		&awscommon.StepSetGeneratedData{GeneratedData: generatedData},
 		&commonsteps.StepProvision{},
 		&commonsteps.StepCleanupTempKeys{Comm: &c.RunConfig.Comm},
-		&stepBundle{GeneratedData: generatedData},
+		// force_deregister runs before the bundle step: with a fixed s3_prefix and
+		// bundle_prefix the old AMI's bundle is where the new one goes.
 		&stepDeregisterAMI{
 			ForceDeregister: c.AMIForceDeregister,
 			KeepBundle:      c.KeepBundleOnDeregister,
@@ -158,6 +184,7 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 			AMIName:         c.AMIName,
 			Regions:         c.AMIRegions,
 		},
+		&stepBundle{GeneratedData: generatedData},
 		&stepRegisterAMI{
 			PollingConfig:            c.PollingConfig,
 			EnableAMIENASupport:      c.AMIENASupport,
@@ -174,18 +201,14 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 			AccessConfig:    &c.AccessConfig,
 			DeprecationTime: c.DeprecationTime,
 		},
-		&awscommon.StepEnableDeregistrationProtection{
-			AccessConfig:             &c.AccessConfig,
-			DeregistrationProtection: &c.DeregistrationProtection,
-		},
 		&awscommon.StepModifyAMIAttributes{
-			Description:   c.AMIDescription,
-			Users:         c.AMIUsers,
-			Groups:        c.AMIGroups,
-			OrgArns:       c.AMIOrgArns,
-			OuArns:        c.AMIOuArns,
-			ProductCodes:  c.AMIProductCodes,
-			IMDSSupport:   c.AMIIMDSSupport,
+			Description:  c.AMIDescription,
+			Users:        c.AMIUsers,
+			Groups:       c.AMIGroups,
+			OrgArns:      c.AMIOrgArns,
+			OuArns:       c.AMIOuArns,
+			ProductCodes: c.AMIProductCodes,
+			// imds_support went with RegisterImage already: sent once.
 			Ctx:           c.ctx,
 			GeneratedData: generatedData,
 		},
@@ -193,27 +216,14 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 			Tags: c.AMITags,
 			Ctx:  c.ctx,
 		},
+		// Protection comes last, so that a failure of an earlier step can still
+		// deregister the AMI (the register step's Cleanup disables it as well).
+		&awscommon.StepEnableDeregistrationProtection{
+			AccessConfig:             &c.AccessConfig,
+			DeregistrationProtection: &c.DeregistrationProtection,
+		},
 		&stepManifestLocations{},
 	}
-
-	b.runner = commonsteps.NewRunner(steps, c.PackerConfig, ui)
-	b.runner.Run(ctx, state)
-
-	if err, ok := state.GetOk(keyError); ok {
-		return nil, err.(error)
-	}
-	images := amis(state)
-	if len(images) == 0 {
-		return nil, nil
-	}
-	return &Artifact{
-		Amis:      images,
-		Manifests: manifestLocations(state),
-		Bundle:    bundleOf(state),
-		Config:    awsCfg,
-		Access:    &c.AccessConfig,
-		StateData: map[string]interface{}{keyGenerated: state.Get(keyGenerated)},
-	}, nil
 }
 
 // runInstanceStep launches the source instance, as a spot instance when asked.

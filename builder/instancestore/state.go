@@ -39,6 +39,9 @@ const (
 	keyBucket = "instancestore_bucket"
 	// keyBundle holds the *bundleLocation of the uploaded bundle.
 	keyBundle = "instancestore_bundle"
+	// keyBundleInUse holds the "id in region" of an AMI a failed build could not
+	// deregister: its bundle must stay (string).
+	keyBundleInUse = "instancestore_bundle_in_use"
 )
 
 // bundleLocation says where a bundle's objects are in S3.
@@ -116,4 +119,17 @@ func failed(state multistep.StateBag) bool {
 	_, cancelled := state.GetOk(multistep.StateCancelled)
 	_, halted := state.GetOk(multistep.StateHalted)
 	return cancelled || halted
+}
+
+// keepBundle records that AMI id in r survived a failed build's cleanup, so the bundle
+// it was registered from must not be deleted.
+func keepBundle(state multistep.StateBag, id, r string) {
+	state.Put(keyBundleInUse, id+" in "+r)
+}
+
+// bundleInUse returns the AMI that still uses the bundle after a failed build's
+// cleanup, or "" when the bundle can go.
+func bundleInUse(state multistep.StateBag) string {
+	s, _ := state.Get(keyBundleInUse).(string)
+	return s
 }

@@ -3,8 +3,8 @@ package instancestore
 import (
 	"context"
 	"fmt"
-	"strings"
 
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/hashicorp/packer-plugin-sdk/packerbuilderdata"
@@ -32,19 +32,10 @@ type stepBundle struct {
 }
 
 // manifestConfig is what the manifest says besides the bundle itself: the owner, the
-// kernel and RAM disk, and the block device mappings (ami and root are the root
-// device, then the instance store volumes of ami_block_device_mappings).
-func manifestConfig(c *Config, account, rootDevice string) bundle.ManifestConfig {
-	mappings := []bundle.BlockDeviceMapping{
-		{Virtual: "ami", Device: strings.TrimPrefix(rootDevice, "/dev/")},
-		{Virtual: "root", Device: rootDevice},
-	}
-	for _, bd := range c.AMIMappings {
-		if bd.VirtualName != "" && bd.DeviceName != "" {
-			mappings = append(mappings, bundle.BlockDeviceMapping{Virtual: bd.VirtualName, Device: strings.TrimPrefix(bd.DeviceName, "/dev/")})
-		}
-	}
-	mc := bundle.ManifestConfig{User: account, BlockDeviceMappings: mappings}
+// kernel and RAM disk, and the block device mappings (see manifestMappings: the root
+// device and the instance store volumes the new AMI inherits, mappings.go).
+func manifestConfig(c *Config, account, rootDevice string, src *ec2types.Image) bundle.ManifestConfig {
+	mc := bundle.ManifestConfig{User: account, BlockDeviceMappings: manifestMappings(rootDevice, amiMappings(c, src))}
 	if c.AMIVirtType == "paravirtual" {
 		mc.KernelID, mc.RamdiskID = c.AMIKernelId, c.AMIRamdiskId
 	}
@@ -59,10 +50,14 @@ func driverConfig(c *Config, comm packersdk.Communicator, ui packersdk.Ui, state
 		Bucket:       bucketOf(state),
 		Architecture: c.AMIArchitecture,
 		AgentBinary:  c.AgentBinary,
-		Manifest:     manifestConfig(c, accountID(state), rootDeviceName(sourceImage(state))),
+		Manifest:     manifestConfig(c, accountID(state), rootDeviceName(sourceImage(state)), sourceImage(state)),
 		Job:          c.Options.Request(agent.ModeVolume),
 	}
 	dc.Job.Volume = c.VolumeOptions.VolumeRequest("/")
+	var err error
+	if dc.Job.Volume.RemoveAuthorizedKeys, err = temporaryPublicKeys(c); err != nil {
+		return dc, err
+	}
 	keys, err := c.Options.Keys()
 	if err != nil {
 		return dc, err
@@ -125,6 +120,10 @@ func (s *stepBundle) removeFailedAttempt(ctx context.Context, state multistep.St
 // Cleanup deletes the uploaded bundle when the build did not finish: no AMI uses it.
 func (s *stepBundle) Cleanup(state multistep.StateBag) {
 	if s.uploaded == nil || !failed(state) {
+		return
+	}
+	if ami := bundleInUse(state); ami != "" {
+		ui(state).Error(fmt.Sprintf("Keeping the bundle s3://%s: AMI %s could not be deregistered and still uses it", s.uploaded.ManifestLocation, ami))
 		return
 	}
 	ui(state).Say(fmt.Sprintf("Deleting the bundle s3://%s (the build did not finish)...", s.uploaded.ManifestLocation))

@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	awscommon "github.com/hashicorp/packer-plugin-amazon/common"
+	"github.com/hashicorp/packer-plugin-amazon/common/clients"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 )
@@ -21,6 +22,8 @@ type stepRegisterAMI struct {
 	EnableAMIENASupport      config.Trilean
 	EnableAMISriovNetSupport bool
 	IMDSSupport              string
+
+	attempted *ec2.RegisterImageInput
 }
 
 // rootDeviceName is the root device of the new AMI: the source AMI's, as the image is
@@ -40,7 +43,7 @@ func (s *stepRegisterAMI) input(state multistep.StateBag) *ec2.RegisterImageInpu
 		Architecture:        ec2types.ArchitectureValues(c.AMIArchitecture),
 		VirtualizationType:  aws.String(c.AMIVirtType),
 		RootDeviceName:      aws.String(rootDeviceName(sourceImage(state))),
-		BlockDeviceMappings: c.AMIMappings.BuildEC2BlockDeviceMappings(),
+		BlockDeviceMappings: amiMappings(c, sourceImage(state)),
 	}
 	if c.AMIVirtType == "paravirtual" {
 		in.KernelId = nonEmpty(c.AMIKernelId)
@@ -66,6 +69,9 @@ func (s *stepRegisterAMI) Run(ctx context.Context, state multistep.StateBag) mul
 	in := s.input(state)
 	ui(state).Say(fmt.Sprintf("Registering AMI %s from s3://%s...", aws.ToString(in.Name), aws.ToString(in.ImageLocation)))
 
+	// EC2 may register the AMI although the response never arrives (a cancel, a
+	// dropped connection): Cleanup then looks for it by name and location.
+	s.attempted = in
 	out, err := client.RegisterImage(ctx, in)
 	if err != nil {
 		return haltf(state, "registering AMI %q from %s: %w", aws.ToString(in.Name), aws.ToString(in.ImageLocation), err)
@@ -90,6 +96,9 @@ func (s *stepRegisterAMI) Cleanup(state multistep.StateBag) {
 		return
 	}
 	images := amis(state)
+	if images[region(state)] == "" && s.attempted != nil {
+		images = s.orphan(state)
+	}
 	if len(images) == 0 {
 		return
 	}
@@ -110,14 +119,51 @@ func (s *stepRegisterAMI) Cleanup(state multistep.StateBag) {
 			var err error
 			client, err = awscommon.GetRegionConn(context.Background(), accessConfig, r)
 			if err != nil {
+				keepBundle(state, id, r)
 				ui(state).Error(fmt.Sprintf("Cannot deregister AMI %s in %s, remove it yourself: %s", id, r, err))
 				continue
 			}
 		}
-		if _, err := client.DeregisterImage(context.Background(), &ec2.DeregisterImageInput{ImageId: aws.String(id)}); err != nil {
-			ui(state).Error(fmt.Sprintf("Cannot deregister AMI %s in %s, remove it yourself: %s", id, r, err))
+		if err := deregisterUnprotected(context.Background(), client, id); err != nil {
+			keepBundle(state, id, r)
+			ui(state).Error(fmt.Sprintf("Cannot deregister AMI %s in %s, remove it yourself (its bundle is kept): %s", id, r, err))
 		}
 	}
+}
+
+// orphan finds the AMI a RegisterImage without an answer may have made: this
+// account's AMI of that name registered from this build's manifest.
+func (s *stepRegisterAMI) orphan(state multistep.StateBag) map[string]string {
+	out, err := ec2Client(state).DescribeImages(context.Background(), &ec2.DescribeImagesInput{
+		Owners:  []string{"self"},
+		Filters: []ec2types.Filter{{Name: aws.String("name"), Values: []string{aws.ToString(s.attempted.Name)}}},
+	})
+	if err != nil {
+		ui(state).Error(fmt.Sprintf("Cannot check whether EC2 registered AMI %q although RegisterImage failed; if it did, deregister it yourself: %s", aws.ToString(s.attempted.Name), err))
+		keepBundle(state, aws.ToString(s.attempted.Name), region(state))
+		return nil
+	}
+	for _, img := range out.Images {
+		if aws.ToString(img.ImageLocation) == aws.ToString(s.attempted.ImageLocation) && img.State != ec2types.ImageStateDeregistered {
+			return map[string]string{region(state): aws.ToString(img.ImageId)}
+		}
+	}
+	return nil
+}
+
+// deregisterUnprotected turns deregistration protection off first: a failed build
+// must not leave a protected AMI (deregistration_protection is enabled last, but a
+// cancel can come after it).
+func deregisterUnprotected(ctx context.Context, client clients.Ec2Client, id string) error {
+	_, err := client.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)})
+	if err == nil {
+		return nil
+	}
+	if _, derr := client.DisableImageDeregistrationProtection(ctx, &ec2.DisableImageDeregistrationProtectionInput{ImageId: aws.String(id)}); derr != nil {
+		return err
+	}
+	_, err = client.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)})
+	return err
 }
 
 func nonEmpty(s string) *string {

@@ -40,6 +40,10 @@ type simEnv struct {
 	cfg    aws.Config
 	ec2    *ec2.Client
 	region string
+	// source is the source AMI whose mappings uploadBundle's manifest inherits.
+	source *ec2types.Image
+	// bundleConfig, when set, is the configuration uploadBundle's manifest follows.
+	bundleConfig *Config
 }
 
 func startSim(t *testing.T) *simEnv {
@@ -128,8 +132,11 @@ func (s *simEnv) uploadBundle(t *testing.T, bucket, prefix, name string) *bundle
 		t.Fatal(err)
 	}
 	c := &Config{}
+	if s.bundleConfig != nil {
+		c = s.bundleConfig
+	}
 	c.AMIVirtType = "paravirtual"
-	mc := manifestConfigFor(c, s.ec2sim.AccountID())
+	mc := manifestConfig(c, s.ec2sim.AccountID(), "/dev/sda1", s.source)
 	mc.Architecture = "x86_64" // the driver sets it from ami_architecture
 	m, err := bundle.NewManifest(res, mc, key, ec2Cert, userCert)
 	if err != nil {
@@ -154,10 +161,6 @@ func (s *simEnv) uploadBundle(t *testing.T, bucket, prefix, name string) *bundle
 	}
 	loc.Objects = append(loc.Objects, s3bundle.ManifestName(name))
 	return loc
-}
-
-func manifestConfigFor(c *Config, account string) bundle.ManifestConfig {
-	return manifestConfig(c, account, "/dev/sda1")
 }
 
 func (s *simEnv) objects(t *testing.T, bucket string) []string {

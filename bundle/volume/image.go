@@ -29,6 +29,9 @@ type Config struct {
 	Log io.Writer
 	// Warn receives non-fatal problems; nil prints them to Log.
 	Warn func(msg string)
+	// AfterCopy, when set, runs on the image's mounted root after the copy and before
+	// the unmount (the agent removes Packer's temporary SSH key there).
+	AfterCopy func(root string) error
 
 	// sourceDisk replaces sysfs discovery of the disk that holds the volume (tests,
 	// where loop devices have no partition nodes).
@@ -335,6 +338,11 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		return img, err
 	}
 	img.Stats = c.Stats()
+	if cfg.AfterCopy != nil {
+		if err := cfg.AfterCopy(mnt); err != nil {
+			return img, err
+		}
+	}
 	if err := guard.checkMounted(); err != nil {
 		return img, err
 	}
