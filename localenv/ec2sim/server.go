@@ -53,6 +53,9 @@ type Config struct {
 	Launcher Launcher
 	// Logf receives one line per request and per instance transition (no secrets).
 	Logf func(format string, args ...any)
+	// PendingTime is how long a registered or copied AMI stays pending before it is
+	// available (default 1s; negative: available at once).
+	PendingTime time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 }
@@ -97,6 +100,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.PendingTime == 0 {
+		cfg.PendingTime = time.Second
 	}
 	id, err := loadOrCreateEC2Identity(cfg.DataDir, cfg.EC2CertPath, cfg.EC2KeyPath)
 	if err != nil {
