@@ -90,11 +90,15 @@ func TestRegisterImageKeepsBootAttributes(t *testing.T) {
 		edit(in)
 		return f.ec2.RegisterImage(ctx, in)
 	}
-	_, err := reg("tpm", func(in *ec2.RegisterImageInput) { in.BootMode, in.TpmSupport = types.BootModeValuesUefi, types.TpmSupportValuesV20 })
+	_, err := reg("tpm", func(in *ec2.RegisterImageInput) {
+		in.BootMode, in.TpmSupport = types.BootModeValuesUefi, types.TpmSupportValuesV20
+	})
 	wantCode(t, err, "InvalidParameterCombination")
 	_, err = reg("tpm-bios", func(in *ec2.RegisterImageInput) { in.TpmSupport = types.TpmSupportValuesV20 })
 	wantCode(t, err, "InvalidParameterCombination")
-	_, err = reg("uefidata-bios", func(in *ec2.RegisterImageInput) { in.BootMode, in.UefiData = types.BootModeValuesLegacyBios, aws.String("QU1aTlVFRkk=") })
+	_, err = reg("uefidata-bios", func(in *ec2.RegisterImageInput) {
+		in.BootMode, in.UefiData = types.BootModeValuesLegacyBios, aws.String("QU1aTlVFRkk=")
+	})
 	wantCode(t, err, "InvalidParameterCombination")
 	_, err = reg("imds-v1", func(in *ec2.RegisterImageInput) { in.ImdsSupport = "v1.0" })
 	wantCode(t, err, "InvalidParameterValue")
