@@ -253,22 +253,25 @@ func (s *Server) unbundleFromS3(ctx context.Context, region, loc, amiID string) 
 	if m.Size > bundle.MaxImageSize {
 		return "", nil, invalidManifest("The image is %d bytes; instance store-backed AMIs are limited to %d bytes", m.Size, int64(bundle.MaxImageSize))
 	}
-	bkey, err := bundle.UnwrapKey(s.ec2Key.key, m.EC2EncryptedKey, m.EC2EncryptedIV)
+	keyFile, err := s.opensslKeyFile()
 	if err != nil {
-		return "", nil, invalidManifest("Unable to decrypt the manifest's ec2_encrypted_key with the EC2 key of %s: the bundle was not made with this region's EC2 certificate (%s)", region, s.ec2Key.certPath)
+		return "", nil, fmt.Errorf("writing the EC2 key for openssl: %w", err)
 	}
-	dir := path.Dir(key)
+	keyHex, err := opensslUnwrap(ctx, keyFile, m.EC2EncryptedKey)
+	var ivHex string
+	if err == nil {
+		ivHex, err = opensslUnwrap(ctx, keyFile, m.EC2EncryptedIV)
+	}
+	if err != nil {
+		return "", nil, invalidManifest("Unable to decrypt the manifest's ec2_encrypted_key with the EC2 key of %s: the bundle was not made with this region's EC2 certificate (%s): %v", region, s.ec2Key.certPath, err)
+	}
+	facts := manifestFacts{name: m.Name, digest: m.Digest, size: m.Size, bundledSize: m.BundledSize}
+	for _, p := range m.Parts {
+		facts.parts = append(facts.parts, struct{ name, digest string }{p.Filename, p.Digest})
+	}
 	imgPath := filepath.Join(s.cfg.DataDir, "images", amiID+".img")
-	f, err := os.OpenFile(imgPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return "", nil, fmt.Errorf("creating image file: %w", err)
-	}
-	src := &s3PartSource{ctx: ctx, s3: s.cfg.S3, bucket: bucket, dir: dir}
-	err = bundle.Unbundle(ctx, m, bkey, src, f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	src := &s3PartSource{ctx: ctx, s3: s.cfg.S3, bucket: bucket, dir: path.Dir(key)}
+	if err := opensslUnbundle(ctx, keyHex, ivHex, facts, src, imgPath); err != nil {
 		os.Remove(imgPath)
 		if src.err != nil {
 			return "", nil, src.err

@@ -74,6 +74,10 @@ type Server struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	faults  faulter
+
+	keyFileOnce sync.Once // the EC2 key as a file, for openssl
+	keyFile     string
+	keyFileErr  error
 }
 
 // New prepares a simulator (EC2 identity, seeded state) without listening.
