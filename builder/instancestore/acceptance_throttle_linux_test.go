@@ -16,15 +16,19 @@ import (
 
 // TestAcceptanceThrottledEC2 runs the local build with 20% of all EC2 calls (cleanup
 // calls too) answered RequestLimitExceeded or Unavailable (HTTP 503). The build rides
-// them out with packer-plugin-amazon's retry policy (aws-sdk-go-v2's standard retryer,
-// max_retries 10 attempts, exponential backoff with jitter up to 20 s; its waiters
-// retry on any error they do not match) and leaves nothing behind.
+// them out with packer-plugin-amazon's retry policy (aws-sdk-go-v2's standard retryer
+// with max_retries = 10 attempts, exponential backoff with full jitter capped at 20 s,
+// RequestLimitExceeded a throttle code and 503 a retryable status; the waiters'
+// Describe* calls go through the same retryer) and leaves nothing behind. The cleanup
+// calls (TerminateInstances, DeleteKeyPair, DeleteSecurityGroup) fail half the time,
+// so that a cleanup that gives up after one try would leak.
 func TestAcceptanceThrottledEC2(t *testing.T) {
 	a := startLocal(t)
 	ctx := context.Background()
 	outDir := t.TempDir()
 	bucket := "acc-throttled"
-	a.local.EC2.SetFaults(ec2sim.Faults{Rate: 0.2, Seed: 15})
+	a.local.EC2.SetFaults(ec2sim.Faults{Rate: 0.2, Seed: 15,
+		Actions: map[string]float64{"TerminateInstances": 0.5, "DeleteKeyPair": 0.5, "DeleteSecurityGroup": 0.5}})
 	out, err, _ := a.build(t, outDir, bucket, "")
 	summary := a.local.EC2.FaultCounts()
 	a.local.EC2.SetFaults(ec2sim.Faults{}) // the checks below are not under test

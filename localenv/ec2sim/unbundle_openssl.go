@@ -3,6 +3,8 @@ package ec2sim
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/sha1"
 	"crypto/x509"
 	"encoding/hex"
@@ -112,18 +114,22 @@ func opensslUnbundle(ctx context.Context, keyHex, ivHex string, m manifestFacts,
 	defer os.RemoveAll(work)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	dec := exec.CommandContext(ctx, "openssl", "enc", "-d", "-aes-128-cbc", "-K", keyHex, "-iv", ivHex)
+	// AES-128-CBC is Go's crypto/cipher (not the plugin's bundle reader): openssl enc
+	// takes the raw key only on its command line (-K), where any local user sees it.
+	keyB, err1 := hex.DecodeString(keyHex)
+	ivB, err2 := hex.DecodeString(ivHex)
+	if err1 != nil || err2 != nil {
+		return errors.New("the unwrapped key or IV is not hex")
+	}
 	gz := exec.CommandContext(ctx, "gzip", "-dc")
 	tr := exec.CommandContext(ctx, "tar", "-x", "--sparse", "--no-same-owner", "-C", work, "-f", "-")
 	ps := &partStream{src: src, parts: m.parts}
-	dec.Stdin = ps
-	var decErr, gzErr, trErr bytes.Buffer
-	dec.Stderr, gz.Stderr, tr.Stderr = &decErr, &gzErr, &trErr
-	gzIn, err := dec.StdoutPipe()
+	var gzErr, trErr bytes.Buffer
+	gz.Stderr, tr.Stderr = &gzErr, &trErr
+	gzIn, err := gz.StdinPipe()
 	if err != nil {
 		return err
 	}
-	gz.Stdin = gzIn
 	tarOut, err := gz.StdoutPipe()
 	if err != nil {
 		return err
@@ -132,12 +138,18 @@ func opensslUnbundle(ctx context.Context, keyHex, ivHex string, m manifestFacts,
 	if err != nil {
 		return err
 	}
-	for _, c := range []*exec.Cmd{dec, gz, tr} {
+	for _, c := range []*exec.Cmd{gz, tr} {
 		if err := c.Start(); err != nil {
 			cancel()
 			return fmt.Errorf("starting %s: %w", c.Path, err)
 		}
 	}
+	decDone := make(chan error, 1)
+	go func() {
+		err := cbcDecrypt(gzIn, ps, keyB, ivB)
+		gzIn.Close()
+		decDone <- err
+	}()
 	// The tar stream's SHA-1 is taken between gzip and tar.
 	h := sha1.New()
 	var wg sync.WaitGroup
@@ -149,12 +161,13 @@ func opensslUnbundle(ctx context.Context, keyHex, ivHex string, m manifestFacts,
 		tarIn.Close()
 	}()
 	wg.Wait()
-	errDec, errGz, errTr := dec.Wait(), gz.Wait(), tr.Wait()
+	errGz, errTr := gz.Wait(), tr.Wait()
+	errDec := <-decDone
 	switch {
 	case ps.err != nil:
 		return ps.err
 	case errDec != nil:
-		return fmt.Errorf("openssl enc -d -aes-128-cbc: %v: %s", errDec, strings.TrimSpace(decErr.String()))
+		return fmt.Errorf("AES-128-CBC: %w", errDec)
 	case errGz != nil:
 		return fmt.Errorf("gzip -d: %v: %s", errGz, strings.TrimSpace(gzErr.String()))
 	case copyErr != nil:
@@ -198,4 +211,44 @@ type manifestFacts struct {
 	digest            string
 	size, bundledSize int64
 	parts             []struct{ name, digest string }
+}
+
+// cbcDecrypt decrypts AES-128-CBC with PKCS#7 padding from r to w, holding back the
+// last block until the end to strip and check the padding.
+func cbcDecrypt(w io.Writer, r io.Reader, key, iv []byte) error {
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		return err
+	}
+	mode := cipher.NewCBCDecrypter(blk, iv)
+	buf := make([]byte, 64<<10)
+	var held []byte
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		chunk := append(held, buf[:n]...)
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			if len(chunk) == 0 || len(chunk)%aes.BlockSize != 0 {
+				return fmt.Errorf("the ciphertext is %d bytes, not a whole number of blocks", len(chunk))
+			}
+			mode.CryptBlocks(chunk, chunk)
+			pad := int(chunk[len(chunk)-1])
+			if pad == 0 || pad > aes.BlockSize || !bytes.Equal(chunk[len(chunk)-pad:], bytes.Repeat([]byte{byte(pad)}, pad)) {
+				return errors.New("bad PKCS#7 padding (wrong key, or the parts were changed)")
+			}
+			_, err := w.Write(chunk[:len(chunk)-pad])
+			return err
+		}
+		if rerr != nil {
+			return rerr
+		}
+		// Decrypt all whole blocks but the last one.
+		keep := len(chunk) - aes.BlockSize
+		keep -= keep % aes.BlockSize
+		out := chunk[:keep]
+		mode.CryptBlocks(out, out)
+		if _, err := w.Write(out); err != nil {
+			return err
+		}
+		held = append([]byte(nil), chunk[keep:]...)
+	}
 }
