@@ -68,7 +68,7 @@ func startLocal(t *testing.T) *accEnv {
 			localErr = err
 			return
 		}
-		localVal, localErr = localenv.Start(context.Background(), localenv.Options{Dir: dir})
+		localVal, localErr = localenv.Start(context.Background(), localenv.Options{Dir: dir, S3: "minio"})
 	})
 	if localErr != nil {
 		t.Fatalf("starting the local environment: %v", localErr)

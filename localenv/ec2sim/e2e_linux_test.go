@@ -470,6 +470,7 @@ func TestRegisterBundleAndRun(t *testing.T) {
 	}
 	_, err = register(loc, "my-bundled-ami")
 	wantCode(t, err, "InvalidAMIName.Duplicate")
+	waitAvailable(t, e.ec2, aws.ToString(reg.ImageId))
 	imgs, err := e.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}})
 	if err != nil || len(imgs.Images) != 1 {
 		t.Fatalf("own images: %v %+v", err, imgs)
@@ -574,6 +575,7 @@ func TestRegisterBundlerCLIOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitAvailable(t, e.ec2, aws.ToString(reg.ImageId))
 	kp, err := e.ec2.CreateKeyPair(ctx, &ec2.CreateKeyPairInput{KeyName: aws.String("k")})
 	if err != nil {
 		t.Fatal(err)

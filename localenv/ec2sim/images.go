@@ -49,6 +49,8 @@ type imageXML struct {
 	EnaSupport      bool            `xml:"enaSupport"`
 	SriovNetSupport string          `xml:"sriovNetSupport,omitempty"`
 	BootMode        string          `xml:"bootMode,omitempty"`
+	TpmSupport      string          `xml:"tpmSupport,omitempty"`
+	ImdsSupport     string          `xml:"imdsSupport,omitempty"`
 	PlatformDetails string          `xml:"platformDetails"`
 	UsageOperation  string          `xml:"usageOperation"`
 	StateReason     *stateReasonXML `xml:"stateReason,omitempty"`
@@ -81,6 +83,7 @@ func (c *call) imageXML(im *image) imageXML {
 		Description: im.description, RootDeviceType: im.rootDeviceType, RootDeviceName: im.rootDeviceName,
 		BlockDevices: blockDevicesXML(im.blockDevices), Virtualization: im.virt, Tags: c.s.st.tagsOf(im.id),
 		Hypervisor: "xen", EnaSupport: im.enaSupport, SriovNetSupport: im.sriov, BootMode: im.bootMode,
+		TpmSupport: im.tpmSupport, ImdsSupport: im.imdsSupport,
 		PlatformDetails: "Linux/UNIX", UsageOperation: "RunInstances", SourceImageID: im.sourceImageID, SourceRegion: im.sourceRegion}
 	if !im.deprecateAt.IsZero() {
 		x.DeprecationTime = im.deprecateAt.UTC().Format("2006-01-02T15:04:05.000Z")
@@ -352,6 +355,9 @@ func describeImageAttribute(c *call) (metaSetter, error) {
 		BlockDevices *[]bdmXML      `xml:"blockDeviceMapping>item,omitempty"`
 		Sriov        *value         `xml:"sriovNetSupport,omitempty"`
 		BootMode     *value         `xml:"bootMode,omitempty"`
+		TpmSupport   *value         `xml:"tpmSupport,omitempty"`
+		UefiData     *value         `xml:"uefiData,omitempty"`
+		ImdsSupport  *value         `xml:"imdsSupport,omitempty"`
 	}{ImageID: im.id}
 	if im.owner != st.account {
 		return nil, apiErr(400, "AuthFailure", "Not authorized for image:%s", im.id)
@@ -390,6 +396,12 @@ func describeImageAttribute(c *call) (metaSetter, error) {
 		resp.Sriov = &value{im.sriov}
 	case "bootMode":
 		resp.BootMode = &value{im.bootMode}
+	case "tpmSupport":
+		resp.TpmSupport = &value{im.tpmSupport}
+	case "uefiData":
+		resp.UefiData = &value{im.uefiData}
+	case "imdsSupport":
+		resp.ImdsSupport = &value{im.imdsSupport}
 	case "":
 		return nil, apiErr(400, "MissingParameter", "The request must contain the parameter Attribute")
 	default:
@@ -410,6 +422,19 @@ func modifyImageAttribute(c *call) (metaSetter, error) {
 		return nil, apiErr(400, "AuthFailure", "Not authorized for image:%s", im.id)
 	}
 	attr := c.p.get("Attribute")
+	// ImdsSupport.Value=v2.0 needs no Attribute (the amazon plugin sends it alone);
+	// once set, EC2 does not let it go back.
+	if imds := c.p.sub("ImdsSupport"); imds.has("Value") || attr == "imdsSupport" {
+		v := imds.get("Value")
+		if !imds.has("Value") {
+			v = c.p.get("Value")
+		}
+		if v != "v2.0" {
+			return nil, apiErr(400, "InvalidParameterValue", "Value (%s) for parameter imdsSupport is invalid. Valid value: v2.0", v)
+		}
+		im.imdsSupport = v
+		return &returnResp{Return: true}, nil
+	}
 	if desc := c.p.sub("Description"); desc.has("Value") {
 		im.description = desc.get("Value")
 		return &returnResp{Return: true}, nil
@@ -541,11 +566,34 @@ func copyImage(c *call) (metaSetter, error) {
 	if c.p.has("Description") {
 		cp.description = c.p.get("Description")
 	}
+	cp.state = "pending"
 	st.images[cp.id] = &cp
 	if v, _, _ := c.p.boolean("CopyImageTags"); v {
 		st.setTags(cp.id, st.tagsOf(srcID))
 	}
 	st.setTags(cp.id, tags)
+	if src.rootDeviceType == "instance-store" && src.location != "" && c.s.cfg.S3 != nil {
+		// EC2 copies the bundle into a bucket of the destination region; the copy is
+		// pending until that is done, and failed (with the reason) if it cannot be.
+		c.s.wg.Add(1)
+		go func(im *image, loc string) {
+			defer c.s.wg.Done()
+			newLoc, err := c.s.copyBundle(c.s.ctx, loc, im.region)
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			if err != nil {
+				c.s.cfg.Logf("ec2sim: copying the bundle of %s for %s: %v", srcID, im.id, err)
+				if im.state == "pending" {
+					im.state, im.stateReason = "failed", "copying the bundle: "+err.Error()
+				}
+				return
+			}
+			im.location = newLoc
+			c.s.becomeAvailable(im)
+		}(&cp, src.location)
+	} else {
+		c.s.becomeAvailable(&cp)
+	}
 	return &struct {
 		ResponseMeta
 		ImageID string `xml:"imageId"`

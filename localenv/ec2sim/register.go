@@ -61,6 +61,24 @@ func registerImage(c *call) (metaSetter, error) {
 	if bootMode == "uefi" && virt != "hvm" {
 		return nil, apiErr(400, "InvalidParameterCombination", "UEFI boot mode requires HVM")
 	}
+	// TpmSupport, UefiData and ImdsSupport as EC2 takes them. NitroTPM needs UEFI
+	// boot and an EBS-backed AMI: EC2 refuses it for an instance store-backed one
+	// (NitroTPM prerequisites), and UEFI variables only mean something with UEFI boot.
+	tpm := c.p.get("TpmSupport")
+	if tpm != "" && tpm != "v2.0" {
+		return nil, apiErr(400, "InvalidParameterValue", "Value (%s) for parameter tpmSupport is invalid. Valid value: v2.0", tpm)
+	}
+	if tpm != "" && bootMode != "uefi" {
+		return nil, apiErr(400, "InvalidParameterCombination", "NitroTPM support (tpmSupport v2.0) requires the uefi boot mode")
+	}
+	uefiData := c.p.get("UefiData")
+	if uefiData != "" && bootMode != "uefi" && bootMode != "uefi-preferred" {
+		return nil, apiErr(400, "InvalidParameterCombination", "UEFI data can only be set for an AMI with the uefi or uefi-preferred boot mode")
+	}
+	imds := c.p.get("ImdsSupport")
+	if imds != "" && imds != "v2.0" {
+		return nil, apiErr(400, "InvalidParameterValue", "Value (%s) for parameter imdsSupport is invalid. Valid value: v2.0", imds)
+	}
 	rootDev := c.p.get("RootDeviceName")
 	if rootDev != "" && !validDeviceName(rootDev) {
 		return nil, apiErr(400, "InvalidBlockDeviceMapping", "Invalid device name %s", rootDev)
@@ -89,6 +107,9 @@ func registerImage(c *call) (metaSetter, error) {
 			return nil, apiErr(400, "InvalidBlockDeviceMapping", "EBS block device mappings are not supported for instance store-backed AMIs (%s)", b.DeviceName)
 		}
 	}
+	if tpm != "" {
+		return nil, apiErr(400, "InvalidParameterCombination", "NitroTPM (tpmSupport) is not supported for instance store-backed AMIs")
+	}
 	if rootDev == "" {
 		rootDev = "/dev/sda1"
 	}
@@ -103,19 +124,16 @@ func registerImage(c *call) (metaSetter, error) {
 	// RegisterImage with the same name gets InvalidAMIName.Duplicate, as on EC2.
 	im := &image{id: newID("ami"), name: name, description: c.p.get("Description"), location: loc, region: c.region,
 		owner: st.account, state: "pending", arch: arch, virt: virt, rootDeviceType: "instance-store", rootDeviceName: rootDev,
-		kernelID: kernel, ramdiskID: ramdisk, enaSupport: ena, sriov: sriov, bootMode: bootMode, blockDevices: bds,
+		kernelID: kernel, ramdiskID: ramdisk, enaSupport: ena, sriov: sriov, bootMode: bootMode, tpmSupport: tpm, uefiData: uefiData, imdsSupport: imds, blockDevices: bds,
 		created: time.Now().UTC(), seq: st.next()}
 	st.images[im.id] = im
 	st.mu.Unlock()
 
-	imgPath, m, err := c.s.unbundleFromS3(c.ctx, c.region, loc, im.id)
+	// The bundle is read on the server's context, not the caller's: EC2 has no
+	// rollback when a client goes away mid-call, so neither does the simulator.
+	imgPath, m, err := c.s.unbundleFromS3(c.s.ctx, c.region, loc, im.id)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if err == nil {
-		if err = c.stillWanted(); err != nil {
-			os.Remove(imgPath)
-		}
-	}
 	if err != nil {
 		delete(st.images, im.id)
 		return nil, err
@@ -142,13 +160,38 @@ func registerImage(c *call) (metaSetter, error) {
 		}
 	}
 	im.root = RootSource{Image: imgPath}
-	im.state = "available"
+	// pending for a while, then available, as EC2 does, so waiters' pending path runs.
+	c.s.becomeAvailable(im)
 	st.setTags(im.id, tags)
 	c.s.cfg.Logf("ec2sim: registered %s (%s) from s3://%s, image %s", im.id, name, loc, imgPath)
 	return &struct {
 		ResponseMeta
 		ImageID string `xml:"imageId"`
 	}{ImageID: im.id}, nil
+}
+
+// becomeAvailable turns a pending image available after Config.PendingTime. Caller
+// holds mu.
+func (s *Server) becomeAvailable(im *image) {
+	if s.cfg.PendingTime < 0 {
+		im.state = "available"
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTimer(s.cfg.PendingTime)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+		}
+		s.st.mu.Lock()
+		defer s.st.mu.Unlock()
+		if im.state == "pending" {
+			im.state = "available"
+		}
+	}()
 }
 
 // invalidManifest is EC2's answer to every problem with the bundle it reads.
@@ -210,22 +253,25 @@ func (s *Server) unbundleFromS3(ctx context.Context, region, loc, amiID string) 
 	if m.Size > bundle.MaxImageSize {
 		return "", nil, invalidManifest("The image is %d bytes; instance store-backed AMIs are limited to %d bytes", m.Size, int64(bundle.MaxImageSize))
 	}
-	bkey, err := bundle.UnwrapKey(s.ec2Key.key, m.EC2EncryptedKey, m.EC2EncryptedIV)
+	keyFile, err := s.opensslKeyFile()
 	if err != nil {
-		return "", nil, invalidManifest("Unable to decrypt the manifest's ec2_encrypted_key with the EC2 key of %s: the bundle was not made with this region's EC2 certificate (%s)", region, s.ec2Key.certPath)
+		return "", nil, fmt.Errorf("writing the EC2 key for openssl: %w", err)
 	}
-	dir := path.Dir(key)
+	keyHex, err := opensslUnwrap(ctx, keyFile, m.EC2EncryptedKey)
+	var ivHex string
+	if err == nil {
+		ivHex, err = opensslUnwrap(ctx, keyFile, m.EC2EncryptedIV)
+	}
+	if err != nil {
+		return "", nil, invalidManifest("Unable to decrypt the manifest's ec2_encrypted_key with the EC2 key of %s: the bundle was not made with this region's EC2 certificate (%s): %v", region, s.ec2Key.certPath, err)
+	}
+	facts := manifestFacts{name: m.Name, digest: m.Digest, size: m.Size, bundledSize: m.BundledSize}
+	for _, p := range m.Parts {
+		facts.parts = append(facts.parts, struct{ name, digest string }{p.Filename, p.Digest})
+	}
 	imgPath := filepath.Join(s.cfg.DataDir, "images", amiID+".img")
-	f, err := os.OpenFile(imgPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return "", nil, fmt.Errorf("creating image file: %w", err)
-	}
-	src := &s3PartSource{ctx: ctx, s3: s.cfg.S3, bucket: bucket, dir: dir}
-	err = bundle.Unbundle(ctx, m, bkey, src, f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	src := &s3PartSource{ctx: ctx, s3: s.cfg.S3, bucket: bucket, dir: path.Dir(key)}
+	if err := opensslUnbundle(ctx, keyHex, ivHex, facts, src, imgPath); err != nil {
 		os.Remove(imgPath)
 		if src.err != nil {
 			return "", nil, src.err

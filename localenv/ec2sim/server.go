@@ -53,6 +53,12 @@ type Config struct {
 	Launcher Launcher
 	// Logf receives one line per request and per instance transition (no secrets).
 	Logf func(format string, args ...any)
+	// PendingTime is how long a registered or copied AMI stays pending before it is
+	// available (default 1s; negative: available at once).
+	PendingTime time.Duration
+	// Faults fails a share of EC2 calls with RequestLimitExceeded or Unavailable. When
+	// unset, New reads FaultsEnv (INSTANCESTORE_EC2_FAULTS). SetFaults changes it.
+	Faults Faults
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 }
@@ -67,6 +73,11 @@ type Server struct {
 	wg      sync.WaitGroup // instance goroutines
 	ctx     context.Context
 	cancel  context.CancelFunc
+	faults  faulter
+
+	keyFileOnce sync.Once // the EC2 key as a file, for openssl
+	keyFile     string
+	keyFileErr  error
 }
 
 // New prepares a simulator (EC2 identity, seeded state) without listening.
@@ -98,12 +109,21 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.PendingTime == 0 {
+		cfg.PendingTime = time.Second
+	}
 	id, err := loadOrCreateEC2Identity(cfg.DataDir, cfg.EC2CertPath, cfg.EC2KeyPath)
 	if err != nil {
 		return nil, err
 	}
+	if !cfg.Faults.active() {
+		if cfg.Faults, err = faultsFromEnv(); err != nil {
+			return nil, fmt.Errorf("ec2sim: %w", err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, ec2Key: id, st: newState(cfg.AccountID), ctx: ctx, cancel: cancel}
+	s.faults.set(cfg.Faults)
 	return s, nil
 }
 
@@ -228,6 +248,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if v := form.Get("Version"); v == "" {
 		s.writeEC2Error(w, reqID, apiErr(400, "MissingParameter", "The request must contain the parameter Version"))
+		return
+	}
+	if ae, ok := s.faults.pick(action); ok {
+		s.cfg.Logf("ec2sim: %s %s (%s) -> injected %s", reqID, action, sig.region, ae.Code)
+		s.writeEC2Error(w, reqID, ae)
 		return
 	}
 	c := &call{s: s, p: newParams(form), region: sig.region, action: action, reqID: reqID, ctx: r.Context()}

@@ -99,6 +99,8 @@ type image struct {
 	enaSupport                      bool
 	sriov                           string
 	bootMode                        string
+	tpmSupport, uefiData            string
+	imdsSupport                     string
 	blockDevices                    []blockDevice
 	productCodes                    []string
 	public                          bool

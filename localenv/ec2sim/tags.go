@@ -51,7 +51,7 @@ func (c *call) resourceExists(id string) error {
 				return nil
 			}
 		}
-		return apiErr(400, "InvalidKeyPairId.NotFound", "The key pair ID '%s' does not exist", id)
+		return apiErr(400, "InvalidKeyPair.NotFound", "The key pair '%s' does not exist", id)
 	case "vpc":
 		if st.defaultVPC(c.region).id == id {
 			return nil
