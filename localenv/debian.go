@@ -115,3 +115,105 @@ func tailString(s string, n int) string {
 	}
 	return s
 }
+
+// debianVMRootVersion changes whenever debianVMSetup (or the units it installs) change.
+const debianVMRootVersion = "debian-12-vm-1"
+
+// debianVMPackages make the minbase root a machine that boots on its own: a kernel
+// with virtio (and Xen front-ends, like EC2's), GRUB 2 for BIOS boot, systemd and udev,
+// and Debian's cloud-init for the EC2 metadata service.
+var debianVMPackages = []string{"linux-image-cloud-amd64", "initramfs-tools", "grub-pc", "systemd-sysv", "udev",
+	"cloud-init", "e2fsprogs", "ca-certificates", "iproute2", "procps", "less", "xfsprogs", "rsync"}
+
+// debianVMSetup installs the packages into the minbase tree $1 (network through the
+// host's resolv.conf) and configures it the way Debian's EC2 images are: serial
+// console, DHCP on the first NIC (systemd-networkd), root by label, cloud-init with
+// the Ec2 datasource only and the admin default user, no baked-in host keys.
+const debianVMSetup = `set -e
+R="$1"; shift
+cp /etc/resolv.conf "$R/etc/resolv.conf"
+mount -t proc proc "$R/proc"; mount --rbind /dev "$R/dev"; mount --rbind /sys "$R/sys"
+trap 'umount -R "$R/sys" 2>/dev/null; umount -R "$R/dev" 2>/dev/null; umount "$R/proc" 2>/dev/null' EXIT
+printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"; chmod +x "$R/usr/sbin/policy-rc.d"
+chroot "$R" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive chroot "$R" apt-get install -y -qq --no-install-recommends "$@"
+rm -f "$R/usr/sbin/policy-rc.d"
+echo 'LABEL=cloudimg-rootfs / ext4 defaults,errors=remount-ro 0 1' > "$R/etc/fstab"
+mkdir -p "$R/etc/systemd/network"
+printf '[Match]\nName=eth* en*\n\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\n\n[DHCPv4]\nUseDomains=true\n' > "$R/etc/systemd/network/10-ec2.network"
+chroot "$R" systemctl enable systemd-networkd.service >/dev/null
+mkdir -p "$R/etc/cloud/cloud.cfg.d"
+cat > "$R/etc/cloud/cloud.cfg.d/90-instancestore-localenv.cfg" <<'CFG'
+datasource_list: [ Ec2, None ]
+datasource:
+  Ec2:
+    metadata_urls: [ 'http://169.254.169.254' ]
+    timeout: 5
+    max_wait: 60
+    strict_id: false
+network: {config: disabled}
+system_info:
+  default_user:
+    name: admin
+    lock_passwd: true
+    gecos: Debian
+    groups: [adm, sudo]
+    sudo: ["ALL=(ALL) NOPASSWD:ALL"]
+    shell: /bin/bash
+CFG
+rm -f "$R"/etc/ssh/ssh_host_* "$R/etc/machine-id" "$R/var/lib/dbus/machine-id"
+: > "$R/etc/machine-id"
+rm -f "$R/etc/resolv.conf"
+rm -rf "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/* "$R"/var/lib/cloud/*
+`
+
+// DebianVMRootTarball returns a tar (numeric owners) of a bootable Debian 12 root (the
+// minbase root of DebianRootTarball plus debianVMPackages, see debianVMSetup), built
+// into instance.CacheDir() when missing: about a minute or two the first time (apt
+// from DebianMirror), then cached.
+func DebianVMRootTarball(ctx context.Context, logf func(string, ...any)) (string, error) {
+	base, err := DebianRootTarball(ctx, logf)
+	if err != nil {
+		return "", err
+	}
+	cache := instance.CacheDir()
+	tarball := filepath.Join(cache, debianVMRootVersion+".tar")
+	lock, err := os.OpenFile(filepath.Join(cache, ".debian-vm.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(tarball); err == nil {
+		return tarball, nil
+	}
+	work, err := os.MkdirTemp(cache, "debian-vm-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(work)
+	root := filepath.Join(work, "root")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", err
+	}
+	if out, err := exec.CommandContext(ctx, "tar", "-C", root, "--numeric-owner", "-xpf", base).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("unpacking the Debian root: %v: %s", err, out)
+	}
+	if logf != nil {
+		logf("localenv: installing the kernel, GRUB 2, systemd and cloud-init into the Debian root (apt from %s); cached afterwards", DebianMirror)
+	}
+	args := append([]string{"-c", debianVMSetup, "sh", root}, debianVMPackages...)
+	if out, err := exec.CommandContext(ctx, "sh", args...).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("making the Debian root bootable: %v\n%s", err, tailString(string(out), 3000))
+	}
+	tmp := filepath.Join(work, "root.tar")
+	if out, err := exec.CommandContext(ctx, "tar", "-C", root, "--numeric-owner", "-cpf", tmp, ".").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("packing the Debian root: %v: %s", err, out)
+	}
+	if err := os.Rename(tmp, tarball); err != nil {
+		return "", err
+	}
+	return tarball, nil
+}

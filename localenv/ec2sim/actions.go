@@ -37,6 +37,7 @@ func init() {
 		"ResetImageAttribute":                  resetImageAttribute,
 		"CopyImage":                            copyImage,
 		"RunInstances":                         runInstances,
+		"GetConsoleOutput":                     getConsoleOutput,
 		"DescribeInstances":                    describeInstances,
 		"DescribeInstanceStatus":               describeInstanceStatus,
 		"TerminateInstances":                   terminateInstances,

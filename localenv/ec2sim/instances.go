@@ -170,6 +170,10 @@ func runInstances(c *call) (metaSetter, error) {
 	if err != nil {
 		return nil, err
 	}
+	mdOpts, err := metadataOptions(c.p.sub("MetadataOptions"))
+	if err != nil {
+		return nil, err
+	}
 
 	st := c.s.st
 	st.mu.Lock()
@@ -282,9 +286,17 @@ func runInstances(c *call) (metaSetter, error) {
 		}
 		st.instances[in.id] = in
 		st.setTags(in.id, tags)
-		spec := LaunchSpec{InstanceID: in.id, Root: im.root, LoginUsers: []string{"root", "admin"}, UserData: udBytes}
+		spec := LaunchSpec{InstanceID: in.id, Root: im.root, LoginUsers: []string{"root", "admin"}, UserData: udBytes,
+			ImageID: im.id, InstanceType: itype, Region: c.region, Zone: sn.zone, Virtualization: im.virt,
+			KernelID: im.kernelID, RamdiskID: im.ramdiskID, RootDeviceName: im.rootDeviceName, Metadata: mdOpts}
+		for _, b := range im.blockDevices {
+			if b.VirtualName != "" && !b.NoDevice {
+				spec.BlockDevices = append(spec.BlockDevices, DeviceMapping{DeviceName: b.DeviceName, VirtualName: b.VirtualName})
+			}
+		}
 		if kp != nil {
 			spec.AuthorizedKey = kp.publicKey
+			spec.KeyName = kp.name
 		}
 		c.s.wg.Add(1)
 		go c.s.launch(in, spec)

@@ -22,6 +22,37 @@ type LaunchSpec struct {
 	AuthorizedKey string
 	LoginUsers    []string
 	UserData      []byte
+
+	// What a machine launcher (localenv/vm) needs to boot the AMI as EC2 would and to
+	// answer the instance metadata service; the namespace launcher ignores them.
+	ImageID, InstanceType, Region, Zone string
+	Virtualization                      string // hvm or paravirtual
+	KernelID, RamdiskID                 string
+	RootDeviceName                      string
+	KeyName                             string
+	// BlockDevices is the AMI's block device mapping (ephemeralN names instance store
+	// volumes).
+	BlockDevices []DeviceMapping
+	Metadata     MetadataOptions
+}
+
+// DeviceMapping is one block device mapping entry of the AMI.
+type DeviceMapping struct {
+	DeviceName  string // /dev/sdb
+	VirtualName string // ephemeral0
+}
+
+// MetadataOptions are RunInstances' MetadataOptions.
+type MetadataOptions struct {
+	HTTPTokens   string // optional (default) or required
+	HopLimit     int    // HttpPutResponseHopLimit, default 1
+	HTTPEndpoint string // enabled (default) or disabled
+}
+
+// ConsoleReader is an Instance that has a console (GetConsoleOutput).
+type ConsoleReader interface {
+	// ConsoleOutput is everything the instance wrote to its serial console so far.
+	ConsoleOutput() ([]byte, error)
 }
 
 // Instance is a started instance.
