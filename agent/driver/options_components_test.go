@@ -81,7 +81,7 @@ func TestOptionsSameInEveryComponent(t *testing.T) {
 		{"key without cert", map[string]interface{}{"x509_key_path": "/x.pem"}, []string{"x509_cert_path and x509_key_path go together: set both (to be able to unbundle the image later) or neither (a throw-away key pair)"}},
 		{"missing ec2 cert", map[string]interface{}{"ec2_cert_path": "/nonexistent.pem"}, []string{"ec2_cert_path: reading certificate: open /nonexistent.pem: no such file or directory"}},
 		{"arm64", map[string]interface{}{"ami_architecture": "arm64"}, []string{`ami_architecture must be x86_64 or i386 (the instance types that boot instance store-backed AMIs are all x86), got "arm64"`}},
-		{"level 10", map[string]interface{}{"bundle_compression_level": 10}, []string{"bundle_compression_level 10 is out of range: use 1 (fastest) to 9 (smallest), or 0 for the default (5)"}},
+		{"level 10", map[string]interface{}{"bundle_compression_level": 10}, []string{"bundle_compression_level 10 is out of range: use 1 (fastest) to 9 (smallest), or 0 for the default (6)"}},
 		{"level 9", map[string]interface{}{"bundle_compression_level": 9}, nil},
 		{"concurrency", map[string]interface{}{"upload_concurrency": 65}, []string{"upload_concurrency 65 is out of range: 1 to 64 parts at once (0 for the default, 4)"}},
 		{"relative destination", map[string]interface{}{"bundle_destination": "tmp"}, []string{`bundle_destination "tmp" must be an absolute path on the instance`}},
