@@ -2,11 +2,11 @@ package driver
 
 import (
 	"bytes"
-	"errors"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"github.com/instancestore/packer-plugin-instancestore/internal/cmdlines"
 	"io"

@@ -8,15 +8,19 @@ import (
 
 	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
 	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore"
+	importpp "github.com/instancestore/packer-plugin-instancestore/post-processor/import"
 	provisioner "github.com/instancestore/packer-plugin-instancestore/provisioner/bundle"
 )
 
 // component is one Packer component that embeds the shared options: a valid base
-// configuration, and its Prepare returning every error message and the options.
+// configuration, and its Prepare returning every error message and the options (the
+// volume options are nil for a component that images no live volume).
 type component struct {
 	name    string
 	base    map[string]interface{}
 	prepare func(raw map[string]interface{}) ([]string, *driver.Options, *driver.VolumeOptions)
+	// differs names the cases whose check this component makes elsewhere, and why.
+	differs map[string]string
 }
 
 func messages(err error) []string {
@@ -33,8 +37,7 @@ func messages(err error) []string {
 	return []string{err.Error()}
 }
 
-// components are every component with the shared options. The import post-processor
-// joins this list when it exists.
+// components are every component with the shared options.
 var components = []component{
 	{
 		name: "builder",
@@ -61,6 +64,28 @@ var components = []component{
 			return messages(err), &c.Options, &c.VolumeOptions
 		},
 	},
+	{
+		name: "import",
+		base: map[string]interface{}{
+			"region": "us-east-1", "ami_name": "instancestore-test", "s3_bucket": "my-bundles",
+			"skip_credential_validation": true, "access_key": "AKIAEXAMPLE", "secret_key": "s",
+		},
+		prepare: func(raw map[string]interface{}) ([]string, *driver.Options, *driver.VolumeOptions) {
+			var c importpp.Config
+			err := c.Prepare(raw)
+			return messages(err), &c.Options, nil
+		},
+		differs: map[string]string{
+			"kernel on hvm": "the virtualization type comes from the image, so a kernel on an hvm disk is refused when the image is inspected",
+		},
+	},
+}
+
+// volumeOnly are the options of imaging a live volume (driver.VolumeOptions), which a
+// component that bundles a local image does not have.
+var volumeOnly = map[string]bool{
+	"bundle_destination": true, "bundle_size": true, "bundle_exclude": true,
+	"bundle_include": true, "bundle_filter": true, "bundle_partition": true, "agent_binary": true,
 }
 
 // TestOptionsSameInEveryComponent: the same setting gives the same error, word for
@@ -98,6 +123,16 @@ func TestOptionsSameInEveryComponent(t *testing.T) {
 	for _, comp := range components {
 		for _, tc := range cases {
 			t.Run(comp.name+"/"+tc.name, func(t *testing.T) {
+				if why, ok := comp.differs[tc.name]; ok {
+					t.Skipf("%s: %s", comp.name, why)
+				}
+				if _, _, v := comp.prepare(comp.base); v == nil {
+					for k := range tc.set {
+						if volumeOnly[k] {
+							t.Skipf("%s has no %s (it images no live volume)", comp.name, k)
+						}
+					}
+				}
 				raw := map[string]interface{}{}
 				for k, v := range comp.base {
 					raw[k] = v
@@ -112,8 +147,11 @@ func TestOptionsSameInEveryComponent(t *testing.T) {
 				if tc.set != nil {
 					return
 				}
-				if v.BundlePartition != driver.PartitionAuto || v.BundleFilter.True() || o.UploadConcurrency != driver.DefaultUploadConcurrency || o.CompressionLevel != 0 {
-					t.Errorf("defaults: bundle_partition %q, bundle_filter %v, upload_concurrency %d, bundle_compression_level %d", v.BundlePartition, v.BundleFilter, o.UploadConcurrency, o.CompressionLevel)
+				if v != nil && (v.BundlePartition != driver.PartitionAuto || v.BundleFilter.True()) {
+					t.Errorf("defaults: bundle_partition %q, bundle_filter %v", v.BundlePartition, v.BundleFilter)
+				}
+				if o.UploadConcurrency != driver.DefaultUploadConcurrency || o.CompressionLevel != 0 {
+					t.Errorf("defaults: upload_concurrency %d, bundle_compression_level %d", o.UploadConcurrency, o.CompressionLevel)
 				}
 				if req := o.Request("volume"); req.Name != o.BundlePrefix || req.Concurrency != 4 {
 					t.Errorf("agent request %+v", req)
