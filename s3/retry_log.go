@@ -40,7 +40,7 @@ func operation(err error) string {
 	if errors.As(err, &oe) {
 		return oe.Service() + " " + oe.Operation()
 	}
-	return "request"
+	return "S3 request" // the SDK wraps the operation name around the error only after the retries
 }
 
 // cause is "status 503, SlowDown" or the error's text when no answer came.
