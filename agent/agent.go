@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -38,6 +40,7 @@ func Main(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
 	defer stop()
+	forwardLog = true
 	if err := Run(ctx, os.Stdin, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "instancestore-bundler agent: %s\n", err)
 		return 1
@@ -51,6 +54,12 @@ func Run(ctx context.Context, in io.Reader, out io.Writer) (err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	a := &agent{enc: json.NewEncoder(out), waiting: map[string]chan Reply{}}
+	if forwardLog {
+		// The agent's process log (retries, URLs, S3 answers) goes to the host's log.
+		log.SetFlags(0)
+		log.SetOutput(debugWriter{a})
+		defer log.SetOutput(os.Stderr)
+	}
 	a.send(Event{Type: EventHello, Hello: &Hello{Version: ProtocolVersion, Bundler: version.PluginVersion.FormattedVersion(), Arch: runtime.GOARCH, CPUs: runtime.NumCPU()}})
 
 	br := bufio.NewReaderSize(in, 64<<10)
@@ -127,6 +136,17 @@ func (a *agent) send(e Event) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	_ = a.enc.Encode(e) // a broken stdout shows up as a closed stdin too
+}
+
+// forwardLog is set by Main: in the agent's own process, the standard log is sent to
+// the host as EventDebug lines (the host logs them; PACKER_LOG=1 shows them).
+var forwardLog bool
+
+type debugWriter struct{ a *agent }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.a.send(Event{Type: EventDebug, Message: strings.TrimRight(string(p), "\n")})
+	return len(p), nil
 }
 
 func (a *agent) fail(err error) error {

@@ -130,6 +130,7 @@ const (
 	EventUploaded = "uploaded" // a part is stored
 	EventProgress = "progress"
 	EventLog      = "log"    // a message for the user (retries, imaging steps)
+	EventDebug    = "debug"  // a line of the agent's log, for the host's log (PACKER_LOG)
 	EventResult   = "result" // the bundle is complete: last event of a successful run
 	EventError    = "error"  // the run failed: last event
 )
@@ -141,7 +142,7 @@ type Event struct {
 	Part     *PartEvent     `json:"part,omitempty"`
 	Progress *ProgressEvent `json:"progress,omitempty"`
 	Result   *ResultEvent   `json:"result,omitempty"`
-	Message  string         `json:"message,omitempty"` // EventLog, EventError
+	Message  string         `json:"message,omitempty"` // EventLog, EventDebug, EventError
 }
 
 // Hello introduces the agent.

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"path"
 	"strings"
 	"time"
@@ -73,6 +74,9 @@ func New(cfg aws.Config, region, bucket, prefix string, opts Options) (*Bucket, 
 		// flexible checksums.
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+		if o.Retryer != nil {
+			o.Retryer = loggingRetryer{o.Retryer}
+		}
 	})
 	if region == "" {
 		region = cfg.Region
@@ -144,7 +148,9 @@ func (b *Bucket) PresignPart(ctx context.Context, name string, sum [16]byte) (*p
 		// cannot read: refuse instead.
 		return nil, fmt.Errorf("presigning upload of %s: the SDK did not sign x-amz-acl and Content-MD5", name)
 	}
-	return &presigned.Request{URL: r.URL, Header: h, Expires: signedAt.Add(expiry)}, nil
+	req := &presigned.Request{URL: r.URL, Header: h, Expires: signedAt.Add(expiry)}
+	log.Printf("[DEBUG] s3: presigned PUT of part %s %s", name, presigned.Describe(req))
+	return req, nil
 }
 
 // Put stores a small object (the manifest) with the bundle ACL and Content-MD5.

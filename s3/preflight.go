@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log"
 	"net/http"
 	"strings"
 
@@ -34,6 +35,9 @@ type PreflightOptions struct {
 // what to change. It returns whether the bucket was created.
 func (b *Bucket) Preflight(ctx context.Context, opts PreflightOptions) (created bool, err error) {
 	head, err := b.Client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(b.Name)})
+	if err != nil {
+		log.Printf("[INFO] s3: preflight of s3://%s: HeadBucket: %v", b.Name, err)
+	}
 	switch {
 	case err == nil:
 		if r := aws.ToString(head.BucketRegion); r != "" && b.Region != "" && r != b.Region {
@@ -100,7 +104,9 @@ func (b *Bucket) checkRegion(ctx context.Context) error {
 	}
 	out, err := b.Client.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(b.Name)})
 	if err != nil {
-		return nil // not allowed to ask: the probe upload below still fails on a wrong region
+		// Not allowed to ask: the probe upload below still fails on a wrong region.
+		log.Printf("[INFO] s3: preflight of s3://%s: region check skipped, GetBucketLocation failed: %v", b.Name, err)
+		return nil
 	}
 	r := string(out.LocationConstraint)
 	switch r {
@@ -120,6 +126,7 @@ func (b *Bucket) checkOwnership(ctx context.Context) error {
 	if err != nil {
 		// No ownership controls (ACLs enabled, older buckets), no permission to read
 		// them, or a server without the API: the probe upload decides.
+		log.Printf("[INFO] s3: preflight of s3://%s: ACL check skipped, GetBucketOwnershipControls failed: %v", b.Name, err)
 		return nil
 	}
 	if out.OwnershipControls == nil {
@@ -162,6 +169,7 @@ func (b *Bucket) probe(ctx context.Context) error {
 	var r [8]byte
 	_, _ = rand.Read(r[:])
 	name := ".instancestore-preflight-" + hex.EncodeToString(r[:])
+	log.Printf("[DEBUG] s3: preflight of s3://%s: storing the probe object %s with the %s ACL", b.Name, b.Key(name), ACL)
 	if err := b.Put(ctx, name, bytes.Repeat([]byte("x"), 16), "text/plain"); err != nil {
 		return fmt.Errorf("preflight: cannot store objects with the aws-exec-read ACL: %w", err)
 	}

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates what packer-sdc makes from the Go sources (HCL2 specs *.hcl2spec.go with
-# mapstructure-to-hcl2, docs partials under docs-partials/ with struct-markdown) and
-# fails when the checked-in files differ.
+# mapstructure-to-hcl2, docs partials under docs-partials/ with struct-markdown), the
+# integration docs in .web-docs/ (docs/ rendered by packer-sdc renderdocs with our
+# partials, the amazon plugin's and the SDK's, then laid out for the integrations
+# portal by tools/webdocs), checks every link of .web-docs/, and fails when the
+# checked-in files differ or a link is broken.
 #
 #   scripts/check-generated.sh          check (CI)
 #   scripts/check-generated.sh --write [PATH...]
@@ -37,7 +40,30 @@ for p in "${pkgs[@]}"; do
 	}
 done
 
+# Integration docs. renderdocs takes one partials folder: ours, with the amazon
+# plugin's (the version in go.mod) under packer-plugin-amazon/; the SDK's partials
+# (packer-plugin-sdk/...) are built into packer-sdc.
+partials="$tmp/partials"
+mkdir -p "$partials/packer-plugin-amazon"
+cp -r --no-preserve=mode "$work/docs-partials/." "$partials/"
+amazon="$(cd "$root" && go list -m -f '{{.Dir}}' github.com/hashicorp/packer-plugin-amazon)"
+if [ -z "$amazon" ] || [ ! -d "$amazon/docs-partials" ]; then
+	echo "check-generated: the amazon plugin's module (docs-partials) is not in the module cache; run go mod download" >&2
+	exit 1
+fi
+cp -r --no-preserve=mode "$amazon/docs-partials/." "$partials/packer-plugin-amazon/"
+(cd "$work" && packer-sdc renderdocs -src docs -partials "$partials" -dst "$tmp/rendered") >"$tmp/renderdocs.log" 2>&1 || {
+	cat "$tmp/renderdocs.log" >&2
+	echo "check-generated: packer-sdc renderdocs failed (a missing @include partial?)" >&2
+	exit 1
+}
+(cd "$work" && go run ./tools/webdocs compile -src "$tmp/rendered" -dst "$work/.web-docs" -org instancestore) || {
+	echo "check-generated: laying out .web-docs failed" >&2
+	exit 1
+}
+
 status=0
+(cd "$work" && go run ./tools/webdocs check -repo "$work" "$work/.web-docs") || status=1
 # wanted PATH: is PATH under one of the paths given to --write (all when none)?
 wanted() {
 	[ ${#only[@]} -eq 0 ] && return 0
@@ -77,6 +103,7 @@ while IFS= read -r d; do
 	compare "${d#"$work"/}"
 done < <(find "$work/docs-partials" "$root/docs-partials" -type f -name '*.mdx' -printf '%h\n' 2>/dev/null |
 	sed -e "s|^$work/||" -e "s|^$root/||" | sort -u | sed "s|^|$work/|")
+compare .web-docs
 if [ $status -ne 0 ]; then
 	echo "check-generated: generated files are out of date; run scripts/check-generated.sh --write and commit" >&2
 fi

@@ -311,6 +311,8 @@ func (r *run) runAgent(ctx context.Context, bin *agentBinary, job *agent.Request
 			prog.update(e.Progress)
 		case agent.EventLog:
 			r.cfg.Ui.Say("agent: " + e.Message)
+		case agent.EventDebug:
+			log.Printf("agent: %s", e.Message)
 		case agent.EventResult:
 			result = e.Result
 		case agent.EventError:

@@ -190,10 +190,18 @@ func TestExamplesValidate(t *testing.T) {
 var reHCLBlock = regexp.MustCompile("(?s)```hcl\n(.*?)```")
 
 // TestDocsTemplatesValidate validates every complete template (one with a build block)
-// shown in the builder's docs pages.
+// shown in the docs pages.
 func TestDocsTemplatesValidate(t *testing.T) {
 	e := setupPacker(t)
-	pages := []string{"docs/builders/instancestore.mdx", "docs/guides/migrating-from-amazon-instance.mdx", "docs/README.md"}
+	// Every page the integrations portal shows: the README and each component's page.
+	pages, err := filepath.Glob(filepath.Join(e.root, "docs", "*", "*.mdx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages = append(pages, filepath.Join(e.root, "docs", "README.md"))
+	for i, p := range pages {
+		pages[i], _ = filepath.Rel(e.root, p)
+	}
 	total := 0
 	for _, page := range pages {
 		data, err := os.ReadFile(filepath.Join(e.root, page))

@@ -37,6 +37,10 @@ source "instancestore" "amazon-linux" {
     }
     owners      = ["amazon"]
     most_recent = true
+    # Amazon deprecated its last S3-backed Amazon Linux AMIs; DescribeImages hides
+    # deprecated images unless asked (amazon plugin PR #404), so without this the
+    # filter matches nothing.
+    include_deprecated = true
   }
   ssh_username = "ec2-user"
 

@@ -15,6 +15,10 @@ source "instancestore" "ubuntu-hvm" {
     }
     owners      = ["099720109477"]
     most_recent = true
+    # Canonical's hvm-instance images are deprecated; DescribeImages hides deprecated
+    # images unless asked (amazon plugin PR #404), so without this the filter matches
+    # nothing.
+    include_deprecated = true
   }
   ssh_username = "ubuntu"
 

@@ -13,10 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -203,21 +205,31 @@ func (s *Sink) fail(err error) {
 	s.cancel() // one part failing for good fails the bundle: stop the others
 }
 
-// upload PUTs one part, retrying what S3 and networks do transiently.
+// upload PUTs one part, retrying what S3 and networks do transiently. Each URL, each
+// failed attempt and each wait goes to the log (PACKER_LOG=1 on the host shows the
+// agent's log), without the URL's signature.
 func (s *Sink) upload(p *bundle.Part) error {
 	var req *Request
 	fresh := false
 	for attempt := 0; ; attempt++ {
 		if req == nil || req.expiredSoon(time.Now()) {
+			if req != nil {
+				log.Printf("[INFO] presigned: part %s: the upload URL expires at %s, asking for a new one", p.Name, req.Expires.UTC().Format(time.RFC3339))
+			}
 			var err error
 			req, err = s.cfg.Presign(s.ctx, p, fresh)
 			if err != nil {
+				log.Printf("[ERROR] presigned: part %s: getting an upload URL failed: %v", p.Name, err)
 				return fmt.Errorf("getting upload URL: %w", err)
 			}
+			log.Printf("[DEBUG] presigned: part %s (%d bytes): upload URL %s", p.Name, len(p.Data), Describe(req))
 			fresh = false
 		}
 		err := s.put(req, p)
 		if err == nil {
+			if attempt > 0 {
+				log.Printf("[INFO] presigned: part %s stored at attempt %d", p.Name, attempt+1)
+			}
 			return nil
 		}
 		if s.ctx.Err() != nil {
@@ -225,17 +237,22 @@ func (s *Sink) upload(p *bundle.Part) error {
 		}
 		var se *StatusError
 		if errors.As(err, &se) && se.Expired() {
+			log.Printf("[INFO] presigned: part %s: attempt %d: the URL expired (%v); asking for a new one", p.Name, attempt+1, err)
 			req, fresh = nil, true // ask for a new URL, not counted as a failure of S3
 		} else if !Retryable(err) {
+			log.Printf("[ERROR] presigned: part %s: attempt %d failed, not retried (%s): %v", p.Name, attempt+1, notRetriedWhy(err), err)
 			return err
 		}
 		if attempt+1 >= s.cfg.Retry.Attempts {
+			log.Printf("[ERROR] presigned: part %s: attempt %d of %d failed, giving up: %v", p.Name, attempt+1, s.cfg.Retry.Attempts, err)
 			return fmt.Errorf("giving up after %d attempts: %w", attempt+1, err)
 		}
 		if s.cfg.Retrying != nil {
 			s.cfg.Retrying(p, attempt+1, err)
 		}
-		t := time.NewTimer(s.cfg.Retry.delay(attempt))
+		d := s.cfg.Retry.delay(attempt)
+		log.Printf("[WARN] presigned: part %s: attempt %d of %d failed (%s): %v; retrying in %s", p.Name, attempt+1, s.cfg.Retry.Attempts, failureKind(err), err, d.Round(time.Millisecond))
+		t := time.NewTimer(d)
 		select {
 		case <-t.C:
 		case <-s.ctx.Done():
@@ -243,6 +260,71 @@ func (s *Sink) upload(p *bundle.Part) error {
 			return s.ctx.Err()
 		}
 	}
+}
+
+// failureKind names the class of a failed attempt for the log: the HTTP status, or
+// the network.
+func failureKind(err error) string {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("status %d", se.Status)
+	}
+	return "network"
+}
+
+func notRetriedWhy(err error) string {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("status %d is not transient", se.Status)
+	}
+	return "not a transient error"
+}
+
+// Describe tells how a presigned request was made, for logs: method-less target
+// (host and path), expiry, signing date, region and service, the signed query
+// parameters' algorithm and the signed headers. It never includes the signature,
+// the access key id or a session token, which are the URL's secrets.
+func Describe(r *Request) string {
+	u, err := url.Parse(r.URL)
+	if err != nil {
+		return "(malformed URL)"
+	}
+	q := u.Query()
+	var b strings.Builder
+	fmt.Fprintf(&b, "for %s%s", u.Host, u.EscapedPath())
+	if !r.Expires.IsZero() {
+		fmt.Fprintf(&b, ", expires %s (in %s)", r.Expires.UTC().Format(time.RFC3339), time.Until(r.Expires).Round(time.Second))
+	}
+	if v := q.Get("X-Amz-Expires"); v != "" {
+		fmt.Fprintf(&b, ", X-Amz-Expires %ss", v)
+	}
+	if v := q.Get("X-Amz-Date"); v != "" {
+		fmt.Fprintf(&b, ", signed at %s", v)
+	}
+	if v := q.Get("X-Amz-Credential"); v != "" {
+		// access-key-id/date/region/service/aws4_request: keep the scope only.
+		if parts := strings.Split(v, "/"); len(parts) == 5 {
+			fmt.Fprintf(&b, " for %s/%s", parts[2], parts[3])
+		}
+	}
+	if v := q.Get("X-Amz-Algorithm"); v != "" {
+		fmt.Fprintf(&b, " with %s", v)
+	}
+	if v := q.Get("X-Amz-SignedHeaders"); v != "" {
+		fmt.Fprintf(&b, ", signed headers %s", v)
+	}
+	if len(r.Header) > 0 {
+		var names []string
+		for k := range r.Header {
+			names = append(names, strings.ToLower(k))
+		}
+		sort.Strings(names)
+		fmt.Fprintf(&b, ", headers sent %s", strings.Join(names, ","))
+	}
+	if q.Get("X-Amz-Security-Token") != "" {
+		b.WriteString(", with a session token")
+	}
+	return b.String()
 }
 
 // errStalled is the cause of an attempt aborted by the stall watchdog.
