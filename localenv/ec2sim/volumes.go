@@ -166,7 +166,7 @@ func checkVolumeSpec(typ string, size, iops, tput int) error {
 		if iops != 0 && (iops < 3000 || iops > 16000) {
 			return apiErr(400, "InvalidParameterValue", "Iops %d for gp3 must be between 3000 and 16000", iops)
 		}
-		if iops > 500*size {
+		if iops > 3000 && iops > 500*size {
 			return apiErr(400, "InvalidParameterValue", "Iops to volume size ratio of %d is too high; maximum is 500", iops/size)
 		}
 		if tput != 0 && (tput < 125 || tput > 1000) {
