@@ -123,25 +123,3 @@ func lowerFirst(s string) string {
 	}
 	return string(s[0]+'a'-'A') + s[1:]
 }
-
-// describeVolumes and describeSnapshots: the simulator has no EBS, so there are none;
-// asking for one by id is EC2's NotFound.
-func describeVolumes(c *call) (metaSetter, error) {
-	if ids := c.p.list("VolumeId"); len(ids) > 0 {
-		return nil, apiErr(400, "InvalidVolume.NotFound", "The volume '%s' does not exist.", ids[0])
-	}
-	return &struct {
-		ResponseMeta
-		Volumes []struct{} `xml:"volumeSet>item"`
-	}{}, nil
-}
-
-func describeSnapshots(c *call) (metaSetter, error) {
-	if ids := c.p.list("SnapshotId"); len(ids) > 0 {
-		return nil, apiErr(400, "InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", ids[0])
-	}
-	return &struct {
-		ResponseMeta
-		Snapshots []struct{} `xml:"snapshotSet>item"`
-	}{}, nil
-}

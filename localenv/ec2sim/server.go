@@ -184,6 +184,7 @@ func (s *Server) Close() error {
 	s.cancel()
 	errs = append(errs, s.terminateAll())
 	s.wg.Wait()
+	errs = append(errs, s.closeEBS())
 	return errors.Join(errs...)
 }
 
