@@ -137,7 +137,7 @@ func TestAgentVolumeScratchFull(t *testing.T) {
 	if err == nil {
 		t.Fatal("the agent succeeded with a full scratch filesystem")
 	}
-	if !strings.Contains(h.errMsg, "writes to the image were lost") || !strings.Contains(h.errMsg, "--scratch") {
+	if !strings.Contains(h.errMsg, "writes to the image were lost") || !strings.Contains(h.errMsg, "scratch directory") {
 		t.Errorf("error event %q does not say the image writes were lost on the scratch", h.errMsg)
 	}
 	if h.result != nil {

@@ -41,7 +41,7 @@ func (g *imageGuard) scratchErr(what string, err error) error {
 	if err == nil {
 		msg = what
 	}
-	return fmt.Errorf("%w: %s; the scratch filesystem under the image (--scratch %s%s) is full or failing (see dmesg): give a --scratch with room for the whole image, such as an instance-store volume",
+	return fmt.Errorf("%w: %s; the scratch filesystem under the image (scratch directory %s%s) is full or failing (see dmesg): use a scratch directory with room for the whole image, such as an instance-store volume",
 		ErrImageWrite, msg, g.scratch, free)
 }
 

@@ -172,10 +172,10 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	}
 	created, err := mkdirAllCreated(scratch)
 	if err != nil {
-		return nil, fmt.Errorf("--scratch %s: creating it: %w", scratch, err)
+		return nil, fmt.Errorf("scratch directory %s: creating it: %w", scratch, err)
 	}
 	if created != "" {
-		fmt.Fprintf(log, "created --scratch %s (removed again at the end)\n", scratch)
+		fmt.Fprintf(log, "created scratch directory %s (removed again at the end)\n", scratch)
 	}
 	workDir, err := os.MkdirTemp(scratch, "instancestore-bundle-")
 	if err != nil {
@@ -249,12 +249,12 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	if fsSize < 16<<20 {
 		return img, fmt.Errorf("an image size of %d MiB leaves %d MiB for the filesystem: too small", total>>20, fsSize>>20)
 	}
-	// What the copy writes: the volume's used space less what -e and the emptied
+	// What the copy writes: the volume's used space less what the exclusions and the emptied
 	// directories leave out.
 	used, left := usedBytes(plan.Volume), plan.leftOutBytes()
 	need := max(used-left, 0)
 	if need > fsSize {
-		warn(fmt.Sprintf("the volume uses %d MiB (%d MiB after exclusions) but the image filesystem has %d MiB: the copy will fail; give a larger --size or exclude more with -e", used>>20, need>>20, fsSize>>20))
+		warn(fmt.Sprintf("the volume uses %d MiB (%d MiB after exclusions) but the image filesystem has %d MiB: the copy will fail; give a larger image size or exclude more", used>>20, need>>20, fsSize>>20))
 	}
 	var sfs unix.Statfs_t
 	if unix.Statfs(scratch, &sfs) == nil {
@@ -318,7 +318,7 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	}
 	if err := unix.Mount(plan.Volume, under, "", unix.MS_BIND, ""); err != nil {
 		// Seen in containers that forbid mounts: the copy still works, with less.
-		warn(fmt.Sprintf("cannot bind-mount --volume %s (%v): mount points get the metadata of what is mounted on them, and /dev only the standard nodes", plan.Volume, err))
+		warn(fmt.Sprintf("cannot bind-mount the volume %s (%v): mount points get the metadata of what is mounted on them, and /dev only the standard nodes", plan.Volume, err))
 		under = ""
 	} else {
 		undo.add(func() error { return unmount(under) })

@@ -139,6 +139,9 @@ func runBundleVol(args []string, stdout, stderr io.Writer) error {
 		ImageName: bf.Prefix,
 		Log:       stderr,
 	})
+	if errors.Is(err, volume.ErrImageWrite) {
+		err = fmt.Errorf("%w; choose it with --scratch", err)
+	}
 	if err != nil {
 		return interrupted(ctx, err)
 	}

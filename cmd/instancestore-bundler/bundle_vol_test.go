@@ -296,7 +296,7 @@ func TestBundleVolScratchCreated(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("bundle-vol exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	if !strings.Contains(stderr, "created --scratch "+scratch) {
+	if !strings.Contains(stderr, "created scratch directory "+scratch) {
 		t.Errorf("stderr does not say the scratch was created:\n%s", stderr)
 	}
 	if _, err := os.Stat(filepath.Join(base, "a")); !errors.Is(err, os.ErrNotExist) {
