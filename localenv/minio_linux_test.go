@@ -94,6 +94,11 @@ func TestMinIORegisterAndRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A new AMI is pending for a moment, as on EC2.
+	w := ec2.NewImageAvailableWaiter(c, func(o *ec2.ImageAvailableWaiterOptions) { o.MinDelay, o.MaxDelay = 200*time.Millisecond, time.Second })
+	if err := w.Wait(ctx, &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(reg.ImageId)}}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	_, out := launchAMIAndSSH(t, v, aws.ToString(reg.ImageId), "r3.large", "cat /etc/minio-marker")
 	if strings.TrimSpace(out) != "via-minio" {
 		t.Fatalf("the registered AMI's instance sees %q", out)
