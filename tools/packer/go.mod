@@ -1,6 +1,7 @@
-// Module tools pins the Packer binary and packer-sdc used by the tests, the docs
-// generator and `make demo`. It is a separate module so that Packer core's dependencies
-// never leak into the plugin's go.mod. scripts/build-tools.sh builds both into bin/.
+// Module tools pins the Packer binary used by the tests and `make demo` (packer-sdc
+// has its own module, tools/packer-sdc, at the plugin's SDK version). It is a separate
+// module so that Packer core's dependencies never leak into the plugin's go.mod.
+// scripts/build-tools.sh builds it into bin/.
 module github.com/instancestore/packer-plugin-instancestore/tools/packer
 
 go 1.26

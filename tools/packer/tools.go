@@ -5,5 +5,4 @@ package tools
 
 import (
 	_ "github.com/hashicorp/packer"
-	_ "github.com/hashicorp/packer-plugin-sdk/cmd/packer-sdc"
 )
