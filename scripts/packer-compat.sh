@@ -2,7 +2,8 @@
 # Checks the plugin with the newest Packer the Go module proxy serves here
 # (tools/packer-next/go.mod): builds that Packer into bin/packer-next (once), installs
 # the plugin with `packer plugins install --path` into a private plugin folder, and
-# runs `packer validate` on every example template. Not part of CI (`make packer-compat`).
+# runs `packer validate` on every example template, then (as root) the local acceptance
+# build with that Packer. Not part of CI (`make packer-compat`).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/bin"
@@ -30,3 +31,13 @@ for d in "$root"/example/*/; do
 	(cd "$d" && "$bin/packer-next" validate "${args[@]}" .)
 	echo "packer-compat: $(basename "$d") valid with $("$bin/packer-next" version | head -1)"
 done
+
+# A real build with it: the local acceptance build (packer build of a template against
+# the local EC2 + S3, then a launch of the new AMI), driven by this Packer.
+if [ "$(id -u)" = 0 ]; then
+	(cd "$root" && INSTANCESTORE_TEST_PACKER="$bin/packer-next" PACKER_ACC=1 \
+		go test -count=1 -run '^TestAcceptanceLocalBuild$' -v ./builder/instancestore | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|packer-next|Packer v')
+	echo "packer-compat: local packer build passed with $("$bin/packer-next" version | head -1)"
+else
+	echo "packer-compat: skipping the local packer build: it needs root (loop devices, network namespaces)"
+fi

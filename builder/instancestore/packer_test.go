@@ -81,7 +81,7 @@ func buildPacker(root string) (*packerEnv, error) {
 	}
 	e := &packerEnv{
 		root:   root,
-		packer: filepath.Join(root, "bin/packer"),
+		packer: packerBinary(root),
 		plugin: filepath.Join(dir, "build/packer-plugin-instancestore"),
 		env: []string{
 			"PACKER_PLUGIN_PATH=" + filepath.Join(dir, "plugins"),
@@ -98,6 +98,15 @@ func buildPacker(root string) (*packerEnv, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// packerBinary is the Packer the tests drive: bin/packer (the pinned v1.11.2), or the one
+// INSTANCESTORE_TEST_PACKER names (make packer-compat runs a build with the newest Packer).
+func packerBinary(root string) string {
+	if p := os.Getenv("INSTANCESTORE_TEST_PACKER"); p != "" {
+		return p
+	}
+	return filepath.Join(root, "bin/packer")
 }
 
 type cmdError struct {
