@@ -42,6 +42,7 @@ func init() {
 		"DescribeInstanceStatus":               describeInstanceStatus,
 		"TerminateInstances":                   terminateInstances,
 		"StopInstances":                        stopInstances,
+		"StartInstances":                       startInstances,
 		"DescribeInstanceAttribute":            describeInstanceAttribute,
 		"DescribeInstanceTypeOfferings":        describeInstanceTypeOfferings,
 		"DescribeInstanceTypes":                describeInstanceTypes,

@@ -17,6 +17,9 @@ type ebsXML struct {
 	VolumeSize          int    `xml:"volumeSize,omitempty"`
 	DeleteOnTermination bool   `xml:"deleteOnTermination"`
 	VolumeType          string `xml:"volumeType,omitempty"`
+	Iops                int    `xml:"iops,omitempty"`
+	Throughput          int    `xml:"throughput,omitempty"`
+	Encrypted           bool   `xml:"encrypted"`
 }
 
 type bdmXML struct {
@@ -69,7 +72,7 @@ func blockDevicesXML(bds []blockDevice) []bdmXML {
 			x.NoDevice = &empty
 		}
 		if b.EBS {
-			x.Ebs = &ebsXML{VolumeSize: b.VolumeSize, DeleteOnTermination: true, VolumeType: "gp3"}
+			x.Ebs = b.Ebs.xml()
 		}
 		out = append(out, x)
 	}
@@ -290,12 +293,12 @@ func (c *call) parseBlockDevices() ([]blockDevice, error) {
 			return nil, apiErr(400, "InvalidBlockDeviceMapping", "Invalid virtual name %s: expecting ephemeral0..ephemeral23", d.VirtualName)
 		}
 		eb := b.sub("Ebs")
-		if eb.has("SnapshotId") || eb.has("VolumeSize") || eb.has("VolumeType") || eb.has("DeleteOnTermination") || eb.has("Encrypted") || eb.has("Iops") {
-			if sid := eb.get("SnapshotId"); sid != "" {
-				return nil, apiErr(400, "InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", sid)
+		if eb.has("SnapshotId") || eb.has("VolumeSize") || eb.has("VolumeType") || eb.has("DeleteOnTermination") || eb.has("Encrypted") || eb.has("Iops") || eb.has("Throughput") {
+			spec, err := parseEbsSpec(eb, d.DeviceName)
+			if err != nil {
+				return nil, err
 			}
-			d.EBS = true
-			d.VolumeSize, _ = eb.integer("VolumeSize", 0)
+			d.EBS, d.VolumeSize, d.Ebs = true, spec.size, spec
 		}
 		if d.VirtualName != "" && d.EBS {
 			return nil, apiErr(400, "InvalidBlockDeviceMapping", "Device %s cannot be both an instance store (%s) and an EBS volume", d.DeviceName, d.VirtualName)
