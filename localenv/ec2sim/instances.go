@@ -90,9 +90,6 @@ func (c *call) instanceXML(in *instance) instanceXML {
 	if in.stateReason != "" {
 		x.StateReason = &stateReasonXML{in.stateReason, in.stateReasonMessage}
 	}
-	if info, _ := lookupInstanceType(in.instanceType); info.nvme {
-		x.Hypervisor = "nitro"
-	}
 	x.BlockDevices = c.s.instanceBDM(in)
 	return x
 }
