@@ -220,7 +220,7 @@ func TestEBSRunStopStart(t *testing.T) {
 		_, err = run(ec2.RunInstancesInput{BlockDeviceMappings: []types.BlockDeviceMapping{ebsMapping("/dev/sdf", "snap-0123456789abcdef0", 0, nil)}})
 		wantCode(t, err, "InvalidSnapshot.NotFound")
 		_, err = run(ec2.RunInstancesInput{BlockDeviceMappings: []types.BlockDeviceMapping{ebsMapping("/dev/sdf", "", 0, f)}})
-		wantCode(t, err, "InvalidBlockDeviceMapping") // neither size nor snapshot
+		wantCode(t, err, "InvalidBlockDeviceMapping")                                   // neither size nor snapshot
 		m3, err := run(ec2.RunInstancesInput{InstanceType: types.InstanceTypeM3Medium}) // hvm on m3 is fine; paravirtual is not
 		if err != nil {
 			t.Fatalf("EBS-backed hvm AMI on m3.medium: %v", err)
