@@ -43,6 +43,7 @@ func init() {
 		"TerminateInstances":                   terminateInstances,
 		"StopInstances":                        stopInstances,
 		"StartInstances":                       startInstances,
+		"CreateImage":                          createImage,
 		"DescribeInstanceAttribute":            describeInstanceAttribute,
 		"DescribeInstanceTypeOfferings":        describeInstanceTypeOfferings,
 		"DescribeInstanceTypes":                describeInstanceTypes,

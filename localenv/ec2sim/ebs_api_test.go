@@ -548,3 +548,107 @@ func TestEBSStopStates(t *testing.T) {
 		t.Fatalf("EBS files left: %v", f)
 	}
 }
+
+func TestEBSCreateAndCopyImage(t *testing.T) {
+	l := &fileLauncher{}
+	e := startServer(t, Config{Launcher: l, PendingTime: 50 * time.Millisecond})
+	ctx := ctxT(t)
+	ami, _ := seedEBSImage(t, e, "cloud-ebs")
+	out, err := e.ec2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(ami), InstanceType: types.InstanceTypeM5dLarge, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+		BlockDeviceMappings: []types.BlockDeviceMapping{ebsMapping("/dev/sdf", "", 1, aws.Bool(false))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := aws.ToString(out.Instances[0].InstanceId)
+	waitInstance(t, e, id, types.InstanceStateNameRunning)
+	rootPath := l.lastSpec(t, id).Volumes[0].Path
+	writeAt(t, rootPath, "provisioned", 3<<20)
+
+	_, err = e.ec2.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String("i-0123456789abcdef0"), Name: aws.String("x-built")})
+	wantCode(t, err, "InvalidInstanceID.NotFound")
+	ci, err := e.ec2.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(id), Name: aws.String("built"), NoReboot: aws.Bool(true),
+		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot, Tags: []types.Tag{{Key: aws.String("of"), Value: aws.String("built")}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := aws.ToString(ci.ImageId)
+	_, err = e.ec2.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(id), Name: aws.String("built")})
+	wantCode(t, err, "InvalidAMIName.Duplicate")
+	if err := ec2.NewImageAvailableWaiter(e.ec2, func(o *ec2.ImageAvailableWaiterOptions) { o.MinDelay, o.MaxDelay = fastWait, fastWait }).
+		Wait(ctx, &ec2.DescribeImagesInput{ImageIds: []string{built}}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	di, err := e.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{built}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := di.Images[0]
+	if im.RootDeviceType != types.DeviceTypeEbs || !aws.ToBool(im.EnaSupport) || im.BootMode != types.BootModeValuesUefiPreferred || len(im.BlockDeviceMappings) != 2 ||
+		aws.ToInt32(im.BlockDeviceMappings[0].Ebs.VolumeSize) != 8 || aws.ToBool(im.BlockDeviceMappings[1].Ebs.DeleteOnTermination) {
+		t.Fatalf("created image: %+v", im)
+	}
+	ds, err := e.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: []types.Filter{{Name: aws.String("tag:of"), Values: []string{"built"}}}})
+	if err != nil || len(ds.Snapshots) != 2 {
+		t.Fatalf("CreateImage's snapshots: %+v %v", ds, err)
+	}
+	// An instance of the new AMI has what was written to the instance's root.
+	o2, err := e.ec2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(built), InstanceType: types.InstanceTypeT3Micro, MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2 := aws.ToString(o2.Instances[0].InstanceId)
+	waitInstance(t, e, id2, types.InstanceStateNameRunning)
+	if got := readAt(t, l.lastSpec(t, id2).Volumes[0].Path, 11, 3<<20); got != "provisioned" {
+		t.Fatalf("root of the created AMI's instance reads %q", got)
+	}
+
+	// CopyImage to another region copies the snapshots there.
+	eu := ec2Client(e.srv, testCreds, "eu-west-1")
+	cp, err := eu.CopyImage(ctx, &ec2.CopyImageInput{SourceImageId: aws.String(built), SourceRegion: aws.String(e.srv.Region()), Name: aws.String("built-eu")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ec2.NewImageAvailableWaiter(eu, func(o *ec2.ImageAvailableWaiterOptions) { o.MinDelay, o.MaxDelay = fastWait, fastWait }).
+		Wait(ctx, &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(cp.ImageId)}}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	di, err = eu.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(cp.ImageId)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	euSnap := aws.ToString(di.Images[0].BlockDeviceMappings[0].Ebs.SnapshotId)
+	if ds, err := eu.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{euSnap}}); err != nil || ds.Snapshots[0].State != types.SnapshotStateCompleted {
+		t.Fatalf("copied snapshot %s: %+v %v", euSnap, ds, err)
+	}
+	if _, err := e.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{euSnap}}); err == nil {
+		t.Fatalf("eu-west-1's snapshot %s is visible in %s", euSnap, e.srv.Region())
+	}
+
+	// Deregistering leaves the snapshots, which may then be deleted.
+	if _, err := e.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(built)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, sn := range ds.Snapshots {
+		if _, err := e.ec2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: sn.SnapshotId}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = e.ec2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(euSnap)})
+	wantCode(t, err, "InvalidSnapshot.NotFound") // another region's
+	if _, err := eu.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(euSnap)}); err == nil {
+		t.Fatal("deleted a snapshot its AMI still uses")
+	} else {
+		wantCode(t, err, "InvalidSnapshot.InUse")
+	}
+
+	isAMI, err := e.srv.Seed(SeedImage{Name: "lite-is", Root: RootSource{Dir: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.ec2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(isAMI), InstanceType: types.InstanceTypeM3Medium, MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.ec2.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: r.Instances[0].InstanceId, Name: aws.String("from-instance-store")})
+	wantCode(t, err, "InvalidParameterValue")
+}

@@ -575,7 +575,14 @@ func copyImage(c *call) (metaSetter, error) {
 		st.setTags(cp.id, st.tagsOf(srcID))
 	}
 	st.setTags(cp.id, tags)
-	if src.rootDeviceType == "instance-store" && src.location != "" && c.s.cfg.S3 != nil {
+	if src.rootDeviceType == "ebs" {
+		cp.location = st.account + "/" + name
+		if err := c.copyEBSImage(src, &cp); err != nil {
+			delete(st.images, cp.id)
+			delete(st.tags, cp.id)
+			return nil, err
+		}
+	} else if src.rootDeviceType == "instance-store" && src.location != "" && c.s.cfg.S3 != nil {
 		// EC2 copies the bundle into a bucket of the destination region; the copy is
 		// pending until that is done, and failed (with the reason) if it cannot be.
 		c.s.wg.Add(1)

@@ -1,0 +1,186 @@
+package ec2sim
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// createImage makes an EBS-backed AMI of an EBS-backed instance (running or stopped):
+// a snapshot of each of its volumes (pending, then completed) and an AMI that is
+// pending until they are. The simulator never reboots the instance (NoReboot or not):
+// the snapshots are taken of the volumes' files as they are, so a guest should sync
+// first, as with NoReboot on EC2.
+func createImage(c *call) (metaSetter, error) {
+	name := c.p.get("Name")
+	if name == "" {
+		return nil, apiErr(400, "MissingParameter", "The request must contain the parameter name")
+	}
+	if !amiNamePattern.MatchString(name) {
+		return nil, apiErr(400, "InvalidAMIName.Malformed", "AMI names must be between 3 and 128 characters long, and may contain letters, numbers, '(', ')', '.', '-', '/' and '_'")
+	}
+	if _, _, err := c.p.boolean("NoReboot"); err != nil {
+		return nil, err
+	}
+	req, err := c.parseBlockDevices()
+	if err != nil {
+		return nil, err
+	}
+	imgTags, err := c.p.tagSpecs("image")
+	if err != nil {
+		return nil, err
+	}
+	snapTags, err := c.p.tagSpecs("snapshot")
+	if err != nil {
+		return nil, err
+	}
+	st := c.s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ins, err := c.findInstances([]string{c.p.get("InstanceId")})
+	if err != nil {
+		return nil, err
+	}
+	in := ins[0]
+	if in.rootDeviceType != "ebs" {
+		return nil, apiErr(400, "InvalidParameterValue", "The instance '%s' is not EBS-backed: CreateImage needs an 'ebs' root device; bundle instance store-backed instances instead", in.id)
+	}
+	if in.state != stateRunning && in.state != stateStopped {
+		return nil, apiErr(400, "IncorrectInstanceState", "The instance '%s' is not in the 'running' or 'stopped' state.", in.id)
+	}
+	if err := c.checkNameFree(name); err != nil {
+		return nil, err
+	}
+	if err := c.stillWanted(); err != nil {
+		return nil, err
+	}
+	src := st.images[in.imageID]
+	im := &image{id: newID("ami"), name: name, description: c.p.get("Description"), region: c.region, owner: st.account,
+		state: "pending", arch: in.arch, virt: in.virt, rootDeviceType: "ebs", rootDeviceName: in.rootDeviceName,
+		kernelID: in.kernelID, ramdiskID: in.ramdiskID, created: time.Now().UTC(), seq: st.next()}
+	im.location = st.account + "/" + name
+	if src != nil {
+		im.enaSupport, im.sriov, im.bootMode, im.tpmSupport, im.imdsSupport = src.enaSupport, src.sriov, src.bootMode, src.tpmSupport, src.imdsSupport
+	}
+	suppressed := func(dev string) bool {
+		for _, r := range req {
+			if r.NoDevice && sameDevice(r.DeviceName, dev) {
+				return true
+			}
+		}
+		return false
+	}
+	e := c.s.ebs()
+	var made []*snapshot
+	for _, vol := range c.s.instanceVolumes(in) {
+		if vol.InstanceStore || (suppressed(vol.DeviceName) && !vol.Root) {
+			continue
+		}
+		v := e.volumes[vol.VolumeID]
+		sn := &snapshot{id: newID("snap"), region: c.region, volumeID: v.id, owner: st.account, state: "pending", size: v.size,
+			description: fmt.Sprintf("Created by CreateImage(%s) for %s", in.id, im.id), started: time.Now().UTC(), seq: st.next()}
+		sn.path = filepath.Join(e.dir, sn.id+".img")
+		if err := copySparse(v.path, sn.path, 0); err != nil {
+			for _, m := range made {
+				removeFile(c.s, m.path)
+				delete(e.snapshots, m.id)
+			}
+			return nil, fmt.Errorf("ec2sim: snapshot of %s for CreateImage: %w", v.id, err)
+		}
+		e.snapshots[sn.id] = sn
+		st.setTags(sn.id, snapTags)
+		made = append(made, sn)
+		sp := &ebsSpec{snapshotID: sn.id, size: v.size, volType: v.volType, deleteOnTerm: v.attach.deleteOnTermination, deleteOnTermSet: true}
+		switch v.volType {
+		case "gp3":
+			sp.iops, sp.throughput = v.iops, v.throughput
+		case "io1", "io2":
+			sp.iops = v.iops
+		}
+		im.blockDevices = append(im.blockDevices, blockDevice{DeviceName: vol.DeviceName, EBS: true, VolumeSize: v.size, Ebs: sp})
+	}
+	// The instance's instance store mappings, and those the request adds.
+	if ie := e.insts[in.id]; ie != nil {
+		for _, b := range ie.spec.BlockDevices {
+			if !suppressed(b.DeviceName) {
+				im.blockDevices = append(im.blockDevices, blockDevice{DeviceName: b.DeviceName, VirtualName: b.VirtualName})
+			}
+		}
+	}
+	for _, r := range req {
+		if r.VirtualName != "" {
+			im.blockDevices = append(im.blockDevices, r)
+		}
+	}
+	st.images[im.id] = im
+	st.setTags(im.id, imgTags)
+	c.s.completeSnapshots(made, func() { c.s.becomeAvailable(im) })
+	c.s.cfg.Logf("ec2sim: creating %s (%s) from %s: %d snapshots", im.id, name, in.id, len(made))
+	return &struct {
+		ResponseMeta
+		ImageID string `xml:"imageId"`
+	}{ImageID: im.id}, nil
+}
+
+// completeSnapshots moves pending snapshots to completed (through 50%) as
+// CreateSnapshot's do, then runs then. Caller holds mu.
+func (s *Server) completeSnapshots(sns []*snapshot, then func()) {
+	s.later(func() {
+		for _, sn := range sns {
+			sn.progress = 50
+		}
+		s.later(func() {
+			for _, sn := range sns {
+				if sn.state == "pending" {
+					sn.state, sn.progress = "completed", 100
+				}
+			}
+			then()
+		})
+	})
+}
+
+func removeFile(s *Server, path string) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.cfg.Logf("ec2sim: removing %s: %v", path, err)
+	}
+}
+
+// copyEBSImage gives a CopyImage of an EBS-backed AMI snapshots of its own in the
+// destination region, as EC2 does; cp's mapping is rewritten to them and cp becomes
+// available once they complete. Caller holds mu.
+func (c *call) copyEBSImage(src, cp *image) error {
+	e := c.s.ebs()
+	var made []*snapshot
+	cp.blockDevices = append([]blockDevice(nil), src.blockDevices...)
+	for i := range cp.blockDevices {
+		b := &cp.blockDevices[i]
+		if b.Ebs == nil || b.Ebs.snapshotID == "" {
+			continue
+		}
+		from := e.snapshots[b.Ebs.snapshotID]
+		if from == nil {
+			return apiErr(400, "InvalidSnapshot.NotFound", "The snapshot '%s' of %s does not exist.", b.Ebs.snapshotID, src.id)
+		}
+		sn := &snapshot{id: newID("snap"), region: cp.region, volumeID: "vol-ffffffff", owner: c.s.st.account, state: "pending", size: from.size,
+			description: fmt.Sprintf("Copied for DestinationAmi %s from SourceAmi %s for SourceSnapshot %s", cp.id, src.id, from.id),
+			started:     time.Now().UTC(), seq: c.s.st.next()}
+		sn.path = filepath.Join(e.dir, sn.id+".img")
+		if err := copySparse(from.path, sn.path, 0); err != nil {
+			for _, m := range made {
+				removeFile(c.s, m.path)
+				delete(e.snapshots, m.id)
+			}
+			return fmt.Errorf("ec2sim: copying %s for %s: %w", from.id, cp.id, err)
+		}
+		e.snapshots[sn.id] = sn
+		made = append(made, sn)
+		spec := *b.Ebs
+		spec.snapshotID = sn.id
+		b.Ebs = &spec
+	}
+	c.s.completeSnapshots(made, func() { c.s.becomeAvailable(cp) })
+	return nil
+}
