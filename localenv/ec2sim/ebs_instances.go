@@ -13,8 +13,9 @@ import (
 // instEBS is what the simulator keeps per instance for EBS: the launch spec that
 // StartInstances relaunches and the instance store files of the running instance.
 type instEBS struct {
-	spec  LaunchSpec
-	store []string // NVMe instance store backing files (emptied at every stop, as on EC2)
+	spec    LaunchSpec
+	store   []string // NVMe instance store backing files (emptied at every stop, as on EC2)
+	ranOnce bool     // it reached running at least once
 }
 
 // plannedVolume is one EBS volume RunInstances makes: the AMI's mapping entry with the
@@ -338,7 +339,12 @@ func stopInstances(c *call) (metaSetter, error) {
 			return nil, apiErr(400, "UnsupportedOperation", "The instance '%s' does not have an 'ebs' root device type and cannot be stopped.", in.id)
 		}
 		switch in.state {
-		case statePending, stateShuttingDown, stateTerminated:
+		case statePending:
+			if ie := c.s.ebs().insts[in.id]; ie == nil || !ie.ranOnce {
+				return nil, apiErr(400, "IncorrectInstanceState", "Instance '%s' cannot be stopped as it has never reached the 'running' state.", in.id)
+			}
+			return nil, apiErr(400, "IncorrectInstanceState", "The instance '%s' is not in a state from which it can be stopped.", in.id)
+		case stateShuttingDown, stateTerminated:
 			return nil, apiErr(400, "IncorrectInstanceState", "The instance '%s' is not in a state from which it can be stopped.", in.id)
 		}
 	}

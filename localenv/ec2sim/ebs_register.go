@@ -93,7 +93,7 @@ func (c *call) resolveEbs(dev string, sp *ebsSpec, public bool) (*snapshot, erro
 			return nil, apiErr(400, "InvalidBlockDeviceMapping", "Volume of size %dGB is smaller than snapshot '%s', expect size >= %dGB", sp.size, sn.id, sn.size)
 		}
 	} else if sp.size == 0 {
-		return nil, apiErr(400, "InvalidBlockDeviceMapping", "The block device mapping for %s needs Ebs.VolumeSize or Ebs.SnapshotId", dev)
+		return nil, apiErr(400, "InvalidBlockDeviceMapping", "Either snapshot ID or volume size must be provided for: %s", dev)
 	}
 	size := sp.size
 	if size == 0 {

@@ -369,6 +369,9 @@ func (s *Server) launch(in *instance, spec LaunchSpec, restart bool) {
 		return
 	}
 	in.state = stateRunning
+	if ie := s.ebs().insts[in.id]; ie != nil {
+		ie.ranOnce = true
+	}
 	s.cfg.Logf("ec2sim: %s running at %s (ssh up after %s)", in.id, in.privateIP, time.Since(start).Round(time.Millisecond))
 }
 
