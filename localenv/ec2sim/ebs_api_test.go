@@ -484,6 +484,9 @@ func TestEBSStopStates(t *testing.T) {
 	id := aws.ToString(r.Instances[0].InstanceId)
 	_, err = e.ec2.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{id}})
 	wantCode(t, err, "IncorrectInstanceState")
+	if !strings.Contains(err.Error(), "never reached the 'running' state") {
+		t.Fatalf("stopping a pending instance: %v", err)
+	}
 	l.mu.Lock()
 	l.hold = nil
 	l.mu.Unlock()
@@ -651,4 +654,28 @@ func TestEBSCreateAndCopyImage(t *testing.T) {
 	}
 	_, err = e.ec2.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: r.Instances[0].InstanceId, Name: aws.String("from-instance-store")})
 	wantCode(t, err, "InvalidParameterValue")
+}
+
+func TestEBSInstanceTypes(t *testing.T) {
+	e := startServer(t, Config{})
+	out, err := e.ec2.DescribeInstanceTypes(ctxT(t), &ec2.DescribeInstanceTypesInput{InstanceTypes: []types.InstanceType{
+		types.InstanceTypeM5dLarge, types.InstanceTypeT3Micro, types.InstanceTypeT2Micro, types.InstanceTypeM3Medium}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[types.InstanceType]types.InstanceTypeInfo{}
+	for _, it := range out.InstanceTypes {
+		got[it.InstanceType] = it
+	}
+	m5d, t3, t2 := got[types.InstanceTypeM5dLarge], got[types.InstanceTypeT3Micro], got[types.InstanceTypeT2Micro]
+	if m5d.EbsInfo.NvmeSupport != types.EbsNvmeSupportRequired || m5d.NetworkInfo.EnaSupport != types.EnaSupportRequired ||
+		m5d.InstanceStorageInfo == nil || aws.ToInt64(m5d.InstanceStorageInfo.TotalSizeInGB) != 75 || !aws.ToBool(m5d.InstanceStorageSupported) {
+		t.Fatalf("m5d.large: %+v", m5d)
+	}
+	if t3.InstanceStorageInfo != nil || t3.EbsInfo.NvmeSupport != types.EbsNvmeSupportRequired || t3.Hypervisor != types.InstanceTypeHypervisorNitro {
+		t.Fatalf("t3.micro: %+v", t3)
+	}
+	if t2.EbsInfo.NvmeSupport != types.EbsNvmeSupportUnsupported || t2.Hypervisor != types.InstanceTypeHypervisorXen || t2.NetworkInfo.EnaSupport != types.EnaSupportUnsupported {
+		t.Fatalf("t2.micro: %+v", t2)
+	}
 }

@@ -54,3 +54,40 @@ func nvmeDeviceName(n int) string { return "/dev/nvme" + strconv.Itoa(n) + "n1" 
 
 // nvmeSerial is the NVMe serial EC2 gives an EBS volume: its id without the dash.
 func nvmeSerial(volID string) string { return strings.Replace(volID, "-", "", 1) }
+
+type ebsInfoXML struct {
+	NvmeSupport string `xml:"nvmeSupport"` // required | unsupported
+}
+
+type netInfoXML struct {
+	EnaSupport string `xml:"enaSupport"` // required | supported | unsupported
+}
+
+type storageInfoXML struct {
+	TotalSizeInGB int              `xml:"totalSizeInGB"`
+	Disks         []storageDiskXML `xml:"disks>item"`
+	NvmeSupport   string           `xml:"nvmeSupport"`
+}
+
+type storageDiskXML struct {
+	SizeInGB int    `xml:"sizeInGB"`
+	Count    int    `xml:"count"`
+	Type     string `xml:"type"`
+}
+
+// nitroTypeXML fills DescribeInstanceTypes' EBS, network and instance store facts.
+func nitroTypeXML(info instanceTypeInfo, hypervisor *string, ebs *ebsInfoXML, net *netInfoXML, storage **storageInfoXML) {
+	ebs.NvmeSupport, net.EnaSupport = "unsupported", "unsupported"
+	if info.nvme {
+		ebs.NvmeSupport = "required"
+	} else if !info.instanceStoreRoot {
+		*hypervisor = "xen" // t2, i3
+	}
+	if info.enaRequired {
+		net.EnaSupport = "required"
+	}
+	if info.storeGiB > 0 {
+		*storage = &storageInfoXML{TotalSizeInGB: info.storeGiB, NvmeSupport: "required",
+			Disks: []storageDiskXML{{SizeInGB: info.storeGiB, Count: 1, Type: "ssd"}}}
+	}
+}

@@ -150,6 +150,10 @@ func describeInstanceTypes(c *call) (metaSetter, error) {
 		VCPU       vcpuInfo `xml:"vCpuInfo"`
 		Mem        memInfo  `xml:"memoryInfo"`
 		InstStore  bool     `xml:"instanceStorageSupported"`
+		// nitro.go's facts: NVMe EBS, ENA, a "d" type's NVMe instance store.
+		Ebs     ebsInfoXML      `xml:"ebsInfo"`
+		Net     netInfoXML      `xml:"networkInfo"`
+		Storage *storageInfoXML `xml:"instanceStorageInfo,omitempty"`
 	}
 	names := c.p.list("InstanceType")
 	if len(names) == 0 {
@@ -167,6 +171,7 @@ func describeInstanceTypes(c *call) (metaSetter, error) {
 			x.RootTypes = append(x.RootTypes, "instance-store")
 			x.Hypervisor = "xen"
 		}
+		nitroTypeXML(info, &x.Hypervisor, &x.Ebs, &x.Net, &x.Storage)
 		if info.hvm {
 			x.Virt = append(x.Virt, "hvm")
 		}
