@@ -257,7 +257,7 @@ func TestEBSRunStopStart(t *testing.T) {
 	}
 	id := aws.ToString(out.Instances[0].InstanceId)
 	in := waitInstance(t, e, id, types.InstanceStateNameRunning)
-	if in.RootDeviceType != types.DeviceTypeEbs || aws.ToString(in.RootDeviceName) != "/dev/xvda" || len(in.BlockDeviceMappings) != 3 {
+	if in.RootDeviceType != types.DeviceTypeEbs || aws.ToString(in.RootDeviceName) != "/dev/xvda" || len(in.BlockDeviceMappings) != 3 || !aws.ToBool(in.EnaSupport) {
 		t.Fatalf("instance: %+v", in)
 	}
 	bdm := map[string]types.EbsInstanceBlockDevice{}

@@ -91,6 +91,9 @@ func (c *call) instanceXML(in *instance) instanceXML {
 		x.StateReason = &stateReasonXML{in.stateReason, in.stateReasonMessage}
 	}
 	x.BlockDevices = c.s.instanceBDM(in)
+	if im := st.images[in.imageID]; im != nil {
+		x.EnaSupport = im.enaSupport
+	}
 	return x
 }
 
@@ -711,9 +714,12 @@ func describeInstanceAttribute(c *call) (metaSetter, error) {
 	case "sourceDestCheck":
 		resp.SourceDestCheck = &boolValue{true}
 	case "enaSupport":
-		resp.EnaSupport = &boolValue{false}
+		resp.EnaSupport = &boolValue{st.images[in.imageID] != nil && st.images[in.imageID].enaSupport}
 	case "sriovNetSupport":
 		resp.SriovNetSupport = &value{""}
+		if im := st.images[in.imageID]; im != nil {
+			resp.SriovNetSupport.V = im.sriov
+		}
 	case "":
 		return nil, apiErr(400, "MissingParameter", "The request must contain the parameter Attribute")
 	default:
