@@ -137,7 +137,9 @@ func (s *Server) completeSnapshots(sns []*snapshot, then func()) {
 					sn.state, sn.progress = "completed", 100
 				}
 			}
-			then()
+			if s.ctx.Err() == nil { // closing: Close may be waiting on wg already
+				then()
+			}
 		})
 	})
 }

@@ -454,7 +454,7 @@ func startInstances(c *call) (metaSetter, error) {
 // Caller holds mu.
 func (s *Server) hotplug(in *instance, v *volume, a *attachment, attach bool, done func()) bool {
 	at, ok := in.run.(VolumeAttacher)
-	if !ok || in.state != stateRunning {
+	if !ok || in.state != stateRunning || s.ctx.Err() != nil {
 		return false
 	}
 	info, _ := lookupInstanceType(in.instanceType)
