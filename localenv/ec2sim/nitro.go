@@ -14,8 +14,9 @@ type nitroFamily struct {
 	storeGiB    int  // NVMe instance store of the .large size (0: none); doubles per size step
 }
 
-// nitroFamilies' details. t2 is Xen (no NVMe, no ENA); i3 is Xen too but needs ENA
-// and has NVMe instance store (EBS stays xvd).
+// nitroFamilies' details. t2 is Xen (no NVMe, no ENA); i3 is Xen too, with NVMe
+// instance store (EBS stays xvd) and ENA that EC2 does not enforce at launch (an AMI
+// without it starts, without network).
 var nitroTable = map[string]nitroFamily{
 	"t3": {true, true, 0}, "t3a": {true, true, 0}, "t4g": {true, true, 0},
 	"m5": {true, true, 0}, "m5a": {true, true, 0}, "m5d": {true, true, 75},
@@ -25,7 +26,7 @@ var nitroTable = map[string]nitroFamily{
 	"c7i": {true, true, 0}, "c7g": {true, true, 0},
 	"r5": {true, true, 0}, "r6i": {true, true, 0}, "r7i": {true, true, 0},
 	"i4i": {true, true, 468},
-	"i3":  {false, true, 475},
+	"i3":  {false, false, 475},
 	"t2":  {false, false, 0},
 }
 
