@@ -467,6 +467,8 @@ func TestEBSStopStates(t *testing.T) {
 	waitInstance(t, e, isID, types.InstanceStateNameRunning)
 	_, err = e.ec2.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{isID}})
 	wantCode(t, err, "UnsupportedOperation")
+	_, err = e.ec2.ModifyInstanceAttribute(ctx, &ec2.ModifyInstanceAttributeInput{InstanceId: aws.String(isID), EnaSupport: &types.AttributeBooleanValue{Value: aws.Bool(true)}})
+	wantCode(t, err, "IncorrectInstanceState")
 	if in := waitInstance(t, e, isID, types.InstanceStateNameRunning); len(in.BlockDeviceMappings) != 0 || in.RootDeviceType != types.DeviceTypeInstanceStore {
 		t.Fatalf("instance store-backed instance: %+v", in)
 	}
@@ -508,6 +510,25 @@ func TestEBSStopStates(t *testing.T) {
 	close(holdStop)
 	in := waitInstance(t, e, id, types.InstanceStateNameStopped)
 	root := aws.ToString(in.BlockDeviceMappings[0].Ebs.VolumeId)
+	// Stopped, it takes what amazon-ebs sets before CreateImage, and a new type.
+	for _, m := range []ec2.ModifyInstanceAttributeInput{
+		{InstanceId: aws.String(id), EnaSupport: &types.AttributeBooleanValue{Value: aws.Bool(true)}},
+		{InstanceId: aws.String(id), SriovNetSupport: &types.AttributeValue{Value: aws.String("simple")}},
+		{InstanceId: aws.String(id), InstanceType: &types.AttributeValue{Value: aws.String("m5.large")}},
+	} {
+		if _, err := e.ec2.ModifyInstanceAttribute(ctx, &m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = e.ec2.ModifyInstanceAttribute(ctx, &ec2.ModifyInstanceAttributeInput{InstanceId: aws.String(id), InstanceType: &types.AttributeValue{Value: aws.String("m1.small")}})
+	wantCode(t, err, "InvalidInstanceAttributeValue") // paravirtual only
+	if a, err := e.ec2.DescribeInstanceAttribute(ctx, &ec2.DescribeInstanceAttributeInput{InstanceId: aws.String(id), Attribute: types.InstanceAttributeNameSriovNetSupport}); err != nil ||
+		aws.ToString(a.SriovNetSupport.Value) != "simple" {
+		t.Fatalf("sriovNetSupport: %+v %v", a, err)
+	}
+	if in := waitInstance(t, e, id, types.InstanceStateNameStopped); in.InstanceType != types.InstanceTypeM5Large {
+		t.Fatalf("instance type after modify: %s", in.InstanceType)
+	}
 	// A stopped instance terminates at once; its root (DeleteOnTermination false) stays.
 	if _, err := e.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
 		t.Fatal(err)

@@ -62,8 +62,9 @@ func createImage(c *call) (metaSetter, error) {
 		kernelID: in.kernelID, ramdiskID: in.ramdiskID, created: time.Now().UTC(), seq: st.next()}
 	im.location = st.account + "/" + name
 	if src != nil {
-		im.enaSupport, im.sriov, im.bootMode, im.tpmSupport, im.imdsSupport = src.enaSupport, src.sriov, src.bootMode, src.tpmSupport, src.imdsSupport
+		im.bootMode, im.tpmSupport, im.imdsSupport = src.bootMode, src.tpmSupport, src.imdsSupport
 	}
+	im.enaSupport, im.sriov = c.s.enaOf(in), c.s.sriovOf(in)
 	suppressed := func(dev string) bool {
 		for _, r := range req {
 			if r.NoDevice && sameDevice(r.DeviceName, dev) {

@@ -2,11 +2,13 @@ package ec2sim
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"time"
 )
 
@@ -16,6 +18,102 @@ type instEBS struct {
 	spec    LaunchSpec
 	store   []string // NVMe instance store backing files (emptied at every stop, as on EC2)
 	ranOnce bool     // it reached running at least once
+	// ENA and SR-IOV as ModifyInstanceAttribute set them on the stopped instance
+	// (nil/"": the AMI's).
+	ena   *bool
+	sriov *string
+}
+
+// enaOf and sriovOf are the instance's ENA and SR-IOV support: the AMI's, or what
+// ModifyInstanceAttribute set. Caller holds mu.
+func (s *Server) enaOf(in *instance) bool {
+	if ie := s.ebs().insts[in.id]; ie != nil && ie.ena != nil {
+		return *ie.ena
+	}
+	im := s.st.images[in.imageID]
+	return im != nil && im.enaSupport
+}
+
+func (s *Server) sriovOf(in *instance) string {
+	if ie := s.ebs().insts[in.id]; ie != nil && ie.sriov != nil {
+		return *ie.sriov
+	}
+	if im := s.st.images[in.imageID]; im != nil {
+		return im.sriov
+	}
+	return ""
+}
+
+// modifyStopped applies the ModifyInstanceAttribute changes EC2 makes only to a
+// stopped instance (InstanceType, UserData, Kernel, Ramdisk, EnaSupport,
+// SriovNetSupport; the amazon-ebs builder sets ENA and SR-IOV this way before
+// CreateImage). They take effect at the next start. Caller holds mu.
+func (c *call) modifyStopped(in *instance) (bool, error) {
+	given := false
+	for _, a := range []string{"InstanceType", "UserData", "Kernel", "Ramdisk", "EnaSupport", "SriovNetSupport"} {
+		if c.p.has(a+".Value") || c.p.get("Attribute") == lowerFirst(a) {
+			given = true
+		}
+	}
+	if !given {
+		return false, nil
+	}
+	if in.state != stateStopped {
+		return false, apiErr(400, "IncorrectInstanceState", "The instance '%s' is not in the 'stopped' state.", in.id)
+	}
+	ie := c.s.ebs().insts[in.id]
+	if ie == nil {
+		return false, apiErr(400, "IncorrectInstanceState", "The instance '%s' is not in the 'stopped' state.", in.id)
+	}
+	value := func(a string) (string, bool) {
+		if c.p.has(a + ".Value") {
+			return c.p.get(a + ".Value"), true
+		}
+		if c.p.get("Attribute") == lowerFirst(a) {
+			return c.p.get("Value"), true
+		}
+		return "", false
+	}
+	if v, ok := value("InstanceType"); ok {
+		info, known := lookupInstanceType(v)
+		if !known {
+			return false, apiErr(400, "InvalidInstanceAttributeValue", "The instance type '%s' does not exist", v)
+		}
+		if !contains(info.archs, in.arch) || (in.virt == "hvm" && !info.hvm) || (in.virt == "paravirtual" && !info.pv) {
+			return false, apiErr(400, "InvalidInstanceAttributeValue", "The instance type '%s' cannot run %s (%s, %s)", v, in.id, in.arch, in.virt)
+		}
+		in.instanceType, ie.spec.InstanceType = v, v
+	}
+	if v, ok := value("UserData"); ok {
+		b, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			return false, apiErr(400, "InvalidParameterValue", "Invalid BASE64 encoding of user data.")
+		}
+		in.userData, ie.spec.UserData = v, b
+	}
+	if v, ok := value("Kernel"); ok {
+		in.kernelID, ie.spec.KernelID = v, v
+	}
+	if v, ok := value("Ramdisk"); ok {
+		in.ramdiskID, ie.spec.RamdiskID = v, v
+	}
+	if v, ok := value("EnaSupport"); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return false, apiErr(400, "InvalidParameterValue", "Value (%s) for parameter enaSupport is invalid. Expected a boolean.", v)
+		}
+		if b && in.virt != "hvm" {
+			return false, apiErr(400, "InvalidParameterCombination", "Enhanced networking with the Elastic Network Adapter (ENA) is not supported for paravirtual instances")
+		}
+		ie.ena = &b
+	}
+	if v, ok := value("SriovNetSupport"); ok {
+		if v != "simple" {
+			return false, apiErr(400, "InvalidParameterValue", "Value (%s) for parameter sriovNetSupport is invalid. Valid value: simple", v)
+		}
+		ie.sriov = &v
+	}
+	return true, nil
 }
 
 // plannedVolume is one EBS volume RunInstances makes: the AMI's mapping entry with the

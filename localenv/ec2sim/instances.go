@@ -91,9 +91,7 @@ func (c *call) instanceXML(in *instance) instanceXML {
 		x.StateReason = &stateReasonXML{in.stateReason, in.stateReasonMessage}
 	}
 	x.BlockDevices = c.s.instanceBDM(in)
-	if im := st.images[in.imageID]; im != nil {
-		x.EnaSupport = im.enaSupport
-	}
+	x.EnaSupport = c.s.enaOf(in)
 	return x
 }
 
@@ -714,12 +712,9 @@ func describeInstanceAttribute(c *call) (metaSetter, error) {
 	case "sourceDestCheck":
 		resp.SourceDestCheck = &boolValue{true}
 	case "enaSupport":
-		resp.EnaSupport = &boolValue{st.images[in.imageID] != nil && st.images[in.imageID].enaSupport}
+		resp.EnaSupport = &boolValue{c.s.enaOf(in)}
 	case "sriovNetSupport":
-		resp.SriovNetSupport = &value{""}
-		if im := st.images[in.imageID]; im != nil {
-			resp.SriovNetSupport.V = im.sriov
-		}
+		resp.SriovNetSupport = &value{c.s.sriovOf(in)}
 	case "":
 		return nil, apiErr(400, "MissingParameter", "The request must contain the parameter Attribute")
 	default:
