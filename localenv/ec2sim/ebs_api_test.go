@@ -590,8 +590,12 @@ func TestEBSCreateAndCopyImage(t *testing.T) {
 
 	_, err = e.ec2.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String("i-0123456789abcdef0"), Name: aws.String("x-built")})
 	wantCode(t, err, "InvalidInstanceID.NotFound")
+	_, err = e.ec2.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(id), Name: aws.String("too-small"),
+		BlockDeviceMappings: []types.BlockDeviceMapping{ebsMapping("/dev/xvda", "", 4, nil)}})
+	wantCode(t, err, "InvalidBlockDeviceMapping")
 	ci, err := e.ec2.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(id), Name: aws.String("built"), NoReboot: aws.Bool(true),
-		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot, Tags: []types.Tag{{Key: aws.String("of"), Value: aws.String("built")}}}}})
+		BlockDeviceMappings: []types.BlockDeviceMapping{ebsMapping("/dev/xvda", "", 12, aws.Bool(true)), ebsMapping("/dev/sdk", "", 5, nil)},
+		TagSpecifications:   []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot, Tags: []types.Tag{{Key: aws.String("of"), Value: aws.String("built")}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -607,8 +611,9 @@ func TestEBSCreateAndCopyImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	im := di.Images[0]
-	if im.RootDeviceType != types.DeviceTypeEbs || !aws.ToBool(im.EnaSupport) || im.BootMode != types.BootModeValuesUefiPreferred || len(im.BlockDeviceMappings) != 2 ||
-		aws.ToInt32(im.BlockDeviceMappings[0].Ebs.VolumeSize) != 8 || aws.ToBool(im.BlockDeviceMappings[1].Ebs.DeleteOnTermination) {
+	if im.RootDeviceType != types.DeviceTypeEbs || !aws.ToBool(im.EnaSupport) || im.BootMode != types.BootModeValuesUefiPreferred || len(im.BlockDeviceMappings) != 3 ||
+		aws.ToInt32(im.BlockDeviceMappings[0].Ebs.VolumeSize) != 12 || aws.ToBool(im.BlockDeviceMappings[1].Ebs.DeleteOnTermination) ||
+		aws.ToString(im.BlockDeviceMappings[2].DeviceName) != "/dev/sdk" || aws.ToInt32(im.BlockDeviceMappings[2].Ebs.VolumeSize) != 5 {
 		t.Fatalf("created image: %+v", im)
 	}
 	ds, err := e.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: []types.Filter{{Name: aws.String("tag:of"), Values: []string{"built"}}}})

@@ -84,14 +84,10 @@ func createImage(c *call) (metaSetter, error) {
 			description: fmt.Sprintf("Created by CreateImage(%s) for %s", in.id, im.id), started: time.Now().UTC(), seq: st.next()}
 		sn.path = filepath.Join(e.dir, sn.id+".img")
 		if err := copySparse(v.path, sn.path, 0); err != nil {
-			for _, m := range made {
-				removeFile(c.s, m.path)
-				delete(e.snapshots, m.id)
-			}
+			dropSnapshots(c.s, made)
 			return nil, fmt.Errorf("ec2sim: snapshot of %s for CreateImage: %w", v.id, err)
 		}
 		e.snapshots[sn.id] = sn
-		st.setTags(sn.id, snapTags)
 		made = append(made, sn)
 		sp := &ebsSpec{snapshotID: sn.id, size: v.size, volType: v.volType, deleteOnTerm: v.attach.deleteOnTermination, deleteOnTermSet: true}
 		switch v.volType {
@@ -110,10 +106,50 @@ func createImage(c *call) (metaSetter, error) {
 			}
 		}
 	}
+	// The request's EBS entries (amazon-ebs' ami_block_device_mappings) change the
+	// size, type and DeleteOnTermination of a snapshotted device or add one (empty, or
+	// from a snapshot); instance store entries are added as given.
 	for _, r := range req {
-		if r.VirtualName != "" {
+		switch {
+		case r.VirtualName != "":
 			im.blockDevices = append(im.blockDevices, r)
+		case r.EBS:
+			i := -1
+			for j := range im.blockDevices {
+				if sameDevice(im.blockDevices[j].DeviceName, r.DeviceName) && im.blockDevices[j].Ebs != nil {
+					i = j
+				}
+			}
+			if i < 0 {
+				if _, err := c.resolveEbs(r.DeviceName, r.Ebs, true); err != nil {
+					dropSnapshots(c.s, made)
+					return nil, err
+				}
+				im.blockDevices = append(im.blockDevices, r)
+				continue
+			}
+			b := &im.blockDevices[i]
+			if r.Ebs.snapshotID != "" && r.Ebs.snapshotID != b.Ebs.snapshotID {
+				dropSnapshots(c.s, made)
+				return nil, apiErr(400, "InvalidBlockDeviceMapping", "The device %s of %s is imaged into a snapshot of its own; its mapping cannot name %s", r.DeviceName, in.id, r.Ebs.snapshotID)
+			}
+			if r.Ebs.size != 0 {
+				if r.Ebs.size < b.Ebs.size {
+					dropSnapshots(c.s, made)
+					return nil, apiErr(400, "InvalidBlockDeviceMapping", "Volume of size %dGB is smaller than snapshot '%s', expect size >= %dGB", r.Ebs.size, b.Ebs.snapshotID, b.Ebs.size)
+				}
+				b.Ebs.size, b.VolumeSize = r.Ebs.size, r.Ebs.size
+			}
+			if r.Ebs.volType != "" {
+				b.Ebs.volType, b.Ebs.iops, b.Ebs.throughput = r.Ebs.volType, r.Ebs.iops, r.Ebs.throughput
+			}
+			if r.Ebs.deleteOnTermSet {
+				b.Ebs.deleteOnTerm = r.Ebs.deleteOnTerm
+			}
 		}
+	}
+	for _, sn := range made {
+		st.setTags(sn.id, snapTags)
 	}
 	st.images[im.id] = im
 	st.setTags(im.id, imgTags)
@@ -145,6 +181,14 @@ func (s *Server) completeSnapshots(sns []*snapshot, then func()) {
 	})
 }
 
+// dropSnapshots undoes snapshots made for a call that failed. Caller holds mu.
+func dropSnapshots(s *Server, sns []*snapshot) {
+	for _, sn := range sns {
+		removeFile(s, sn.path)
+		delete(s.ebs().snapshots, sn.id)
+	}
+}
+
 func removeFile(s *Server, path string) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.cfg.Logf("ec2sim: removing %s: %v", path, err)
@@ -172,10 +216,7 @@ func (c *call) copyEBSImage(src, cp *image) error {
 			started:     time.Now().UTC(), seq: c.s.st.next()}
 		sn.path = filepath.Join(e.dir, sn.id+".img")
 		if err := copySparse(from.path, sn.path, 0); err != nil {
-			for _, m := range made {
-				removeFile(c.s, m.path)
-				delete(e.snapshots, m.id)
-			}
+			dropSnapshots(c.s, made)
 			return fmt.Errorf("ec2sim: copying %s for %s: %w", from.id, cp.id, err)
 		}
 		e.snapshots[sn.id] = sn
