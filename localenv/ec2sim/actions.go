@@ -42,6 +42,8 @@ func init() {
 		"DescribeInstanceStatus":               describeInstanceStatus,
 		"TerminateInstances":                   terminateInstances,
 		"StopInstances":                        stopInstances,
+		"StartInstances":                       startInstances,
+		"CreateImage":                          createImage,
 		"DescribeInstanceAttribute":            describeInstanceAttribute,
 		"DescribeInstanceTypeOfferings":        describeInstanceTypeOfferings,
 		"DescribeInstanceTypes":                describeInstanceTypes,

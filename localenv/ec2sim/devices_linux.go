@@ -25,24 +25,9 @@ func addLoopDevices(netns string) error {
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		return nil // no loop support on the host: nothing to pass on
 	}
-	out, err := exec.Command("ip", "netns", "pids", netns).Output()
+	dev, err := instanceDevDir(netns)
 	if err != nil {
-		return fmt.Errorf("listing the processes of %s: %w", netns, err)
-	}
-	var dev string
-	for _, f := range strings.Fields(string(out)) {
-		pid, err := strconv.Atoi(f)
-		if err != nil {
-			continue
-		}
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		if strings.TrimSpace(string(comm)) == "sshd" {
-			dev = fmt.Sprintf("/proc/%d/root/dev", pid)
-			break
-		}
-	}
-	if dev == "" {
-		return fmt.Errorf("no sshd in %s to reach the instance's /dev through", netns)
+		return err
 	}
 	mk := func(name string, mode uint32, major, minor uint32) error {
 		err := unix.Mknod(filepath.Join(dev, name), mode, int(unix.Mkdev(major, minor)))
@@ -60,4 +45,24 @@ func addLoopDevices(netns string) error {
 		}
 	}
 	return nil
+}
+
+// instanceDevDir is the instance's private /dev, reached through /proc/PID/root of
+// the sshd in network namespace netns.
+func instanceDevDir(netns string) (string, error) {
+	out, err := exec.Command("ip", "netns", "pids", netns).Output()
+	if err != nil {
+		return "", fmt.Errorf("listing the processes of %s: %w", netns, err)
+	}
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if strings.TrimSpace(string(comm)) == "sshd" {
+			return fmt.Sprintf("/proc/%d/root/dev", pid), nil
+		}
+	}
+	return "", fmt.Errorf("no sshd in %s to reach the instance's /dev through", netns)
 }

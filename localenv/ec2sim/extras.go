@@ -102,11 +102,11 @@ func modifyInstanceAttribute(c *call) (metaSetter, error) {
 		}
 		in.groups, set = groups, true
 	}
-	// Attributes that need a stopped instance: instance-store instances never stop.
-	for _, a := range []string{"InstanceType", "UserData", "Kernel", "Ramdisk", "EnaSupport", "SriovNetSupport"} {
-		if c.p.has(a+".Value") || c.p.get("Attribute") == lowerFirst(a) {
-			return nil, apiErr(400, "IncorrectInstanceState", "The instance '%s' is not in the 'stopped' state.", in.id)
-		}
+	// Attributes that need a stopped instance (ebs_instances.go).
+	if ok, err := c.modifyStopped(in); err != nil {
+		return nil, err
+	} else if ok {
+		set = true
 	}
 	if !set {
 		if v, _, _ := c.p.sub("SourceDestCheck").boolean("Value"); v || c.p.has("SourceDestCheck.Value") {

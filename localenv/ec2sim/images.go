@@ -17,6 +17,9 @@ type ebsXML struct {
 	VolumeSize          int    `xml:"volumeSize,omitempty"`
 	DeleteOnTermination bool   `xml:"deleteOnTermination"`
 	VolumeType          string `xml:"volumeType,omitempty"`
+	Iops                int    `xml:"iops,omitempty"`
+	Throughput          int    `xml:"throughput,omitempty"`
+	Encrypted           bool   `xml:"encrypted"`
 }
 
 type bdmXML struct {
@@ -69,7 +72,7 @@ func blockDevicesXML(bds []blockDevice) []bdmXML {
 			x.NoDevice = &empty
 		}
 		if b.EBS {
-			x.Ebs = &ebsXML{VolumeSize: b.VolumeSize, DeleteOnTermination: true, VolumeType: "gp3"}
+			x.Ebs = b.Ebs.xml()
 		}
 		out = append(out, x)
 	}
@@ -290,12 +293,12 @@ func (c *call) parseBlockDevices() ([]blockDevice, error) {
 			return nil, apiErr(400, "InvalidBlockDeviceMapping", "Invalid virtual name %s: expecting ephemeral0..ephemeral23", d.VirtualName)
 		}
 		eb := b.sub("Ebs")
-		if eb.has("SnapshotId") || eb.has("VolumeSize") || eb.has("VolumeType") || eb.has("DeleteOnTermination") || eb.has("Encrypted") || eb.has("Iops") {
-			if sid := eb.get("SnapshotId"); sid != "" {
-				return nil, apiErr(400, "InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", sid)
+		if eb.has("SnapshotId") || eb.has("VolumeSize") || eb.has("VolumeType") || eb.has("DeleteOnTermination") || eb.has("Encrypted") || eb.has("Iops") || eb.has("Throughput") {
+			spec, err := parseEbsSpec(eb, d.DeviceName)
+			if err != nil {
+				return nil, err
 			}
-			d.EBS = true
-			d.VolumeSize, _ = eb.integer("VolumeSize", 0)
+			d.EBS, d.VolumeSize, d.Ebs = true, spec.size, spec
 		}
 		if d.VirtualName != "" && d.EBS {
 			return nil, apiErr(400, "InvalidBlockDeviceMapping", "Device %s cannot be both an instance store (%s) and an EBS volume", d.DeviceName, d.VirtualName)
@@ -572,7 +575,14 @@ func copyImage(c *call) (metaSetter, error) {
 		st.setTags(cp.id, st.tagsOf(srcID))
 	}
 	st.setTags(cp.id, tags)
-	if src.rootDeviceType == "instance-store" && src.location != "" && c.s.cfg.S3 != nil {
+	if src.rootDeviceType == "ebs" {
+		cp.location = st.account + "/" + name
+		if err := c.copyEBSImage(src, &cp); err != nil {
+			delete(st.images, cp.id)
+			delete(st.tags, cp.id)
+			return nil, err
+		}
+	} else if src.rootDeviceType == "instance-store" && src.location != "" && c.s.cfg.S3 != nil {
 		// EC2 copies the bundle into a bucket of the destination region; the copy is
 		// pending until that is done, and failed (with the reason) if it cannot be.
 		c.s.wg.Add(1)

@@ -61,6 +61,7 @@ type instanceXML struct {
 	EnaSupport         bool             `xml:"enaSupport"`
 	PlatformDetails    string           `xml:"platformDetails"`
 	UsageOperation     string           `xml:"usageOperation"`
+	BlockDevices       []instanceBDMXML `xml:"blockDeviceMapping>item"`
 }
 
 func (c *call) instanceXML(in *instance) instanceXML {
@@ -89,6 +90,8 @@ func (c *call) instanceXML(in *instance) instanceXML {
 	if in.stateReason != "" {
 		x.StateReason = &stateReasonXML{in.stateReason, in.stateReasonMessage}
 	}
+	x.BlockDevices = c.s.instanceBDM(in)
+	x.EnaSupport = c.s.enaOf(in)
 	return x
 }
 
@@ -155,7 +158,12 @@ func runInstances(c *call) (metaSetter, error) {
 			return nil, apiErr(400, "InvalidParameterValue", "Invalid BASE64 encoding of user data.")
 		}
 	}
-	if _, err := c.parseBlockDevices(); err != nil {
+	reqBDMs, err := c.parseBlockDevices()
+	if err != nil {
+		return nil, err
+	}
+	volTags, err := c.p.tagSpecs("volume")
+	if err != nil {
 		return nil, err
 	}
 	shutdown := c.p.get("InstanceInitiatedShutdownBehavior")
@@ -196,6 +204,16 @@ func runInstances(c *call) (metaSetter, error) {
 	}
 	if !contains(info.archs, im.arch) {
 		return nil, apiErr(400, "InvalidParameterValue", "The architecture '%s' of the specified instance type does not match the architecture '%s' of the specified AMI.", strings.Join(info.archs, ","), im.arch)
+	}
+	if info.enaRequired && !im.enaSupport {
+		return nil, apiErr(400, "InvalidParameterCombination", "Enhanced networking with the Elastic Network Adapter (ENA) is required for the '%s' instance type. Ensure that you are using an AMI that is enabled for ENA.", itype)
+	}
+	if im.bootMode == "uefi" && !info.nvme {
+		return nil, apiErr(400, "Unsupported", "The instance type %s does not support the boot mode 'uefi' of %s: UEFI needs a Nitro type", itype, im.id)
+	}
+	plan, store, err := c.planVolumes(im, reqBDMs)
+	if err != nil {
+		return nil, err
 	}
 	var kp *keyPair
 	if kn := c.p.get("KeyName"); kn != "" {
@@ -286,20 +304,33 @@ func runInstances(c *call) (metaSetter, error) {
 		}
 		st.instances[in.id] = in
 		st.setTags(in.id, tags)
+		c.s.ebs().insts[in.id] = &instEBS{}
+		if err := c.s.makeInstanceVolumes(in, plan, volTags); err != nil {
+			delete(st.instances, in.id)
+			delete(st.tags, in.id)
+			delete(c.s.ebs().insts, in.id)
+			return nil, err
+		}
+		if err := c.s.makeInstanceStore(in); err != nil {
+			c.s.releaseVolumes(in)
+			delete(st.instances, in.id)
+			delete(st.tags, in.id)
+			return nil, err
+		}
 		spec := LaunchSpec{InstanceID: in.id, Root: im.root, LoginUsers: []string{"root", "admin"}, UserData: udBytes,
 			ImageID: im.id, InstanceType: itype, Region: c.region, Zone: sn.zone, Virtualization: im.virt,
 			KernelID: im.kernelID, RamdiskID: im.ramdiskID, RootDeviceName: im.rootDeviceName, Metadata: mdOpts}
-		for _, b := range im.blockDevices {
-			if b.VirtualName != "" && !b.NoDevice {
-				spec.BlockDevices = append(spec.BlockDevices, DeviceMapping{DeviceName: b.DeviceName, VirtualName: b.VirtualName})
-			}
+		for _, b := range store {
+			spec.BlockDevices = append(spec.BlockDevices, DeviceMapping{DeviceName: b.DeviceName, VirtualName: b.VirtualName})
 		}
 		if kp != nil {
 			spec.AuthorizedKey = kp.publicKey
 			spec.KeyName = kp.name
 		}
+		c.s.ebs().insts[in.id].spec = spec
+		spec.Volumes = c.s.instanceVolumes(in)
 		c.s.wg.Add(1)
-		go c.s.launch(in, spec)
+		go c.s.launch(in, spec, false)
 		resp.Instances = append(resp.Instances, c.instanceXML(in))
 	}
 	for _, g := range groups {
@@ -309,8 +340,9 @@ func runInstances(c *call) (metaSetter, error) {
 }
 
 // launch starts one instance and moves it pending -> running, or to terminated with
-// the reason when it cannot start.
-func (s *Server) launch(in *instance, spec LaunchSpec) {
+// the reason when it cannot start (back to stopped when a StartInstances could not
+// restart it).
+func (s *Server) launch(in *instance, spec LaunchSpec, restart bool) {
 	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(s.ctx, 3*time.Minute)
 	defer cancel()
@@ -321,10 +353,14 @@ func (s *Server) launch(in *instance, spec LaunchSpec) {
 	defer st.mu.Unlock()
 	if err != nil {
 		s.cfg.Logf("ec2sim: %s failed to launch: %v", in.id, err)
-		in.state = stateTerminated
 		in.stateReason, in.stateReasonMessage = "Server.InternalError", "Server.InternalError: Internal error on launch: "+err.Error()
 		in.transitionReason = "Server.InternalError"
-		close(in.done)
+		if restart && in.state == statePending {
+			in.state = stateStopped
+			s.dropInstanceStore(in)
+			return
+		}
+		s.finishTerminate(in)
 		return
 	}
 	in.run = run
@@ -334,6 +370,9 @@ func (s *Server) launch(in *instance, spec LaunchSpec) {
 		return
 	}
 	in.state = stateRunning
+	if ie := s.ebs().insts[in.id]; ie != nil {
+		ie.ranOnce = true
+	}
 	s.cfg.Logf("ec2sim: %s running at %s (ssh up after %s)", in.id, in.privateIP, time.Since(start).Round(time.Millisecond))
 }
 
@@ -352,6 +391,19 @@ func describeInstances(c *call) (metaSetter, error) {
 		picked = st.regionInstances(c.region)
 	}
 	fields := instanceFields()
+	bdmField := func(f func(b instanceBDMXML) string) fieldFunc[*instance] {
+		return func(in *instance) []string {
+			var out []string
+			for _, b := range c.s.instanceBDM(in) {
+				out = append(out, f(b))
+			}
+			return out
+		}
+	}
+	fields["block-device-mapping.volume-id"] = bdmField(func(b instanceBDMXML) string { return b.Ebs.VolumeID })
+	fields["block-device-mapping.device-name"] = bdmField(func(b instanceBDMXML) string { return b.DeviceName })
+	fields["block-device-mapping.status"] = bdmField(func(b instanceBDMXML) string { return b.Ebs.Status })
+	fields["block-device-mapping.delete-on-termination"] = bdmField(func(b instanceBDMXML) string { return boolStr(b.Ebs.DeleteOnTermination) })
 	var all []*instance
 	for _, in := range picked {
 		ok, err := matchFilters(in, c.p.filters(), fields, st.tagsOf(in.id))
@@ -538,13 +590,21 @@ func terminateInstances(c *call) (metaSetter, error) {
 // background; it reaches terminated when sshd, namespace and mounts are gone. Caller
 // holds mu.
 func (s *Server) beginTerminate(in *instance, reason string) {
-	switch in.state {
+	prev := in.state
+	switch prev {
 	case stateTerminated, stateShuttingDown:
 		return
 	}
 	in.state = stateShuttingDown
 	in.transitionReason = reason
 	in.stateReason, in.stateReasonMessage = "Client.UserInitiatedShutdown", "Client.UserInitiatedShutdown: User initiated shutdown"
+	switch prev {
+	case stateStopped:
+		s.finishTerminate(in) // nothing runs
+		return
+	case stateStopping:
+		return // beginStop's goroutine finishes the termination
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -567,11 +627,8 @@ func (s *Server) beginTerminate(in *instance, reason string) {
 				if err != nil {
 					s.cfg.Logf("ec2sim: %s terminate: %v", in.id, err)
 				}
-				in.state = stateTerminated
-				in.run = nil
-				close(in.done)
+				s.finishTerminate(in)
 				s.st.mu.Unlock()
-				s.cfg.Logf("ec2sim: %s terminated", in.id)
 				return
 			}
 			time.Sleep(50 * time.Millisecond)
@@ -599,26 +656,6 @@ func (s *Server) terminateAll() error {
 		}
 	}
 	return nil
-}
-
-func stopInstances(c *call) (metaSetter, error) {
-	ids := c.p.list("InstanceId")
-	if len(ids) == 0 {
-		return nil, apiErr(400, "MissingParameter", "The request must contain the parameter InstanceId")
-	}
-	st := c.s.st
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	ins, err := c.findInstances(ids)
-	if err != nil {
-		return nil, err
-	}
-	for _, in := range ins {
-		if in.rootDeviceType == "instance-store" {
-			return nil, apiErr(400, "UnsupportedOperation", "The instance '%s' does not have an 'ebs' root device type and cannot be stopped.", in.id)
-		}
-	}
-	return nil, apiErr(400, "UnsupportedOperation", "StopInstances is supported only for EBS-backed instances")
 }
 
 func describeInstanceAttribute(c *call) (metaSetter, error) {
@@ -675,9 +712,9 @@ func describeInstanceAttribute(c *call) (metaSetter, error) {
 	case "sourceDestCheck":
 		resp.SourceDestCheck = &boolValue{true}
 	case "enaSupport":
-		resp.EnaSupport = &boolValue{false}
+		resp.EnaSupport = &boolValue{c.s.enaOf(in)}
 	case "sriovNetSupport":
-		resp.SriovNetSupport = &value{""}
+		resp.SriovNetSupport = &value{c.s.sriovOf(in)}
 	case "":
 		return nil, apiErr(400, "MissingParameter", "The request must contain the parameter Attribute")
 	default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,6 +47,9 @@ type nsInstance struct {
 	unmount func() error
 	copyDir string
 	fw      *forwarder
+
+	diskMu sync.Mutex
+	disks  []nsDisk // non-root volumes as loop devices (ns_volumes_linux.go)
 }
 
 func (n *nsInstance) PrivateIP() string { return n.inst.Addr().String() }
@@ -60,6 +64,9 @@ func (n *nsInstance) Terminate(ctx context.Context) error {
 	if err := n.inst.Stop(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := n.dropDisks(); err != nil {
+		errs = append(errs, err)
+	}
 	if n.unmount != nil {
 		if err := n.unmount(); err != nil {
 			errs = append(errs, err)
@@ -72,7 +79,10 @@ func (n *nsInstance) Terminate(ctx context.Context) error {
 }
 
 // Launch copies the root, mounts it when it is an image, and starts sshd with the key
-// pair's public key authorized for every login user.
+// pair's public key authorized for every login user. An EBS-backed instance runs on
+// its root volume's file itself, mounted in place (no copy: what it writes stays in
+// the volume); its other volumes appear in its /dev as block nodes of loop devices
+// (nvme1n1... on Nitro types, xvdf... otherwise).
 func (l *NamespaceLauncher) Launch(ctx context.Context, spec LaunchSpec) (_ Instance, err error) {
 	copyDir := filepath.Join(l.WorkDir, spec.InstanceID)
 	if err := os.MkdirAll(copyDir, 0o700); err != nil {
@@ -88,7 +98,19 @@ func (l *NamespaceLauncher) Launch(ctx context.Context, spec LaunchSpec) (_ Inst
 		}
 	}()
 	var root string
+	var rootVol *Volume
+	for i := range spec.Volumes {
+		if spec.Volumes[i].Root {
+			rootVol = &spec.Volumes[i]
+		}
+	}
 	switch {
+	case rootVol != nil:
+		dir, unmount, err := nsinstance.MountImage(rootVol.Path)
+		if err != nil {
+			return nil, fmt.Errorf("mounting the root volume %s: %w", rootVol.VolumeID, err)
+		}
+		root, n.unmount = dir, unmount
 	case spec.Root.Image != "":
 		img := filepath.Join(copyDir, "root.img")
 		if out, err := exec.CommandContext(ctx, "cp", "--sparse=always", spec.Root.Image, img).CombinedOutput(); err != nil {
@@ -113,7 +135,15 @@ func (l *NamespaceLauncher) Launch(ctx context.Context, spec LaunchSpec) (_ Inst
 			keys[u] = spec.AuthorizedKey
 		}
 	}
-	inst, err := nsinstance.Start(ctx, nsinstance.Config{Root: root, AuthorizedKeys: keys, Name: spec.InstanceID})
+	cfg := nsinstance.Config{Root: root, AuthorizedKeys: keys, Name: spec.InstanceID}
+	if a, perr := netip.ParseAddr(spec.PrivateIP); perr == nil {
+		cfg.Addr = a // the address it had before a stop
+	}
+	inst, err := nsinstance.Start(ctx, cfg)
+	if err != nil && cfg.Addr.IsValid() {
+		cfg.Addr = netip.Addr{} // taken meanwhile: any free one
+		inst, err = nsinstance.Start(ctx, cfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("starting %s: %w", spec.InstanceID, err)
 	}
@@ -121,6 +151,16 @@ func (l *NamespaceLauncher) Launch(ctx context.Context, spec LaunchSpec) (_ Inst
 	if err := addLoopDevices(inst.NetNS()); err != nil {
 		inst.Stop()
 		return nil, err
+	}
+	for _, v := range spec.Volumes {
+		if v.Root {
+			continue
+		}
+		if err := n.attachDisk(ctx, v); err != nil {
+			inst.Stop()
+			n.dropDisks()
+			return nil, err
+		}
 	}
 	l.mu.Lock()
 	l.launched = append(l.launched, Launched{InstanceID: spec.InstanceID, NetNS: inst.NetNS(), Root: root})

@@ -93,14 +93,10 @@ func registerImage(c *call) (metaSetter, error) {
 	}
 	loc := c.p.get("ImageLocation")
 	if loc == "" {
-		// An EBS-backed registration needs a snapshot for the root device, and the
-		// simulator has no snapshots.
-		for _, b := range bds {
-			if b.EBS {
-				return nil, apiErr(400, "InvalidBlockDeviceMapping", "The root device %s needs a snapshot id; the simulator has no EBS snapshots", b.DeviceName)
-			}
-		}
-		return nil, apiErr(400, "MissingParameter", "The request must contain the parameter ImageLocation (instance-store AMI) or a root device snapshot (EBS AMI)")
+		// No manifest: an EBS-backed AMI from snapshots (ebs_register.go).
+		return c.registerEBS(&image{name: name, description: c.p.get("Description"), arch: arch, virt: virt,
+			kernelID: kernel, ramdiskID: ramdisk, enaSupport: ena, sriov: sriov, bootMode: bootMode, tpmSupport: tpm,
+			uefiData: uefiData, imdsSupport: imds, rootDeviceName: rootDev, blockDevices: bds}, tags)
 	}
 	for _, b := range bds {
 		if b.EBS {

@@ -15,6 +15,20 @@ type SeedImage struct {
 	// VirtualizationType, default "paravirtual" (runs on m1/m3/c3; use hvm for r3/i2...)
 	VirtualizationType string
 	Root               RootSource
+
+	// EBS seeds an EBS-backed AMI instead, shaped like today's official cloud images:
+	// Root.Image (a raw disk image: a GPT disk with the root at partition 1, a BIOS
+	// boot and an EFI system partition) becomes a public snapshot owned by amazon,
+	// the AMI's root at RootDeviceName (default /dev/xvda), hvm, ENA and
+	// sriovNetSupport on, BootMode (default uefi-preferred), a VolumeSize GiB root
+	// (default: the image's size rounded up to GiB, at least 8, as distributions
+	// publish) of VolumeType (default gp3). The image file is copied (reflink where
+	// the file system can), so the caller may remove it afterwards.
+	EBS            bool
+	RootDeviceName string
+	BootMode       string
+	VolumeSize     int
+	VolumeType     string
 }
 
 // Seed adds a base instance-store AMI in the home region and returns its id.
@@ -38,6 +52,9 @@ func (s *Server) Seed(si SeedImage) (string, error) {
 	}
 	if si.VirtualizationType == "" {
 		si.VirtualizationType = "paravirtual"
+		if si.EBS {
+			si.VirtualizationType = "hvm" // what EBS-backed cloud images are
+		}
 	}
 	st := s.st
 	st.mu.Lock()
@@ -46,6 +63,9 @@ func (s *Server) Seed(si SeedImage) (string, error) {
 		if im.owner == amazonOwnerID && im.name == si.Name {
 			return "", fmt.Errorf("ec2sim: seed image name %s is already in use by %s", si.Name, im.id)
 		}
+	}
+	if si.EBS {
+		return s.seedEBS(si)
 	}
 	im := &image{id: newID("ami"), name: si.Name, description: si.Description, region: s.cfg.Region,
 		location: "amazon/" + si.Name, owner: amazonOwnerID, ownerAlias: "amazon", state: "available",

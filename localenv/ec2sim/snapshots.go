@@ -26,7 +26,7 @@ type snapshotXML struct {
 
 func (c *call) snapshotXML(sn *snapshot) snapshotXML {
 	return snapshotXML{ID: sn.id, VolumeID: sn.volumeID, Status: sn.state, StartTime: sn.started.Format(time.RFC3339),
-		Progress: strconv.Itoa(sn.progress) + "%", OwnerID: c.s.st.account, VolumeSize: sn.size,
+		Progress: strconv.Itoa(sn.progress) + "%", OwnerID: sn.owner, VolumeSize: sn.size,
 		Description: sn.description, StorageTier: "standard", Tags: c.s.st.tagsOf(sn.id)}
 }
 
@@ -50,7 +50,7 @@ func createSnapshot(c *call) (metaSetter, error) {
 	}
 	e := c.s.ebs()
 	sn := &snapshot{id: newID("snap"), region: c.region, volumeID: v.id, description: c.p.get("Description"),
-		state: "pending", size: v.size, started: time.Now().UTC(), seq: st.next()}
+		state: "pending", owner: st.account, size: v.size, started: time.Now().UTC(), seq: st.next()}
 	sn.path = filepath.Join(e.dir, sn.id+".img")
 	// The copy is taken now, so later writes to the volume are not in the snapshot.
 	if err := copySparse(v.path, sn.path, 0); err != nil {
@@ -82,29 +82,42 @@ func describeSnapshots(c *call) (metaSetter, error) {
 			return nil, err
 		}
 	}
-	// Every snapshot here belongs to the caller's account; other owners have none.
+	// Without Owner or SnapshotId, the caller's own snapshots; the public ones (the
+	// seeded AMIs' roots, owned by amazon) show when asked for by id or owner.
 	owners := c.p.list("Owner")
-	for _, o := range owners {
-		if o != "self" && o != st.account {
-			return &struct {
-				ResponseMeta
-				Snapshots []snapshotXML `xml:"snapshotSet>item"`
-			}{}, nil
+	visible := func(sn *snapshot) bool {
+		if len(owners) == 0 {
+			return sn.owner == st.account || (len(ids) > 0 && sn.public)
 		}
+		for _, o := range owners {
+			switch {
+			case o == "self" && sn.owner == st.account,
+				o == "amazon" && sn.owner == amazonOwnerID,
+				o == sn.owner && (sn.public || o == st.account):
+				return true
+			}
+		}
+		return false
 	}
 	fields := map[string]fieldFunc[*snapshot]{
 		"snapshot-id": func(s *snapshot) []string { return []string{s.id} },
 		"volume-id":   func(s *snapshot) []string { return []string{s.volumeID} },
 		"status":      func(s *snapshot) []string { return []string{s.state} },
 		"progress":    func(s *snapshot) []string { return []string{strconv.Itoa(s.progress) + "%"} },
-		"owner-id":    func(s *snapshot) []string { return []string{st.account} },
+		"owner-id":    func(s *snapshot) []string { return []string{s.owner} },
+		"owner-alias": func(s *snapshot) []string {
+			if s.owner == amazonOwnerID {
+				return []string{"amazon"}
+			}
+			return nil
+		},
 		"description": func(s *snapshot) []string { return []string{s.description} },
 		"volume-size": func(s *snapshot) []string { return []string{strconv.Itoa(s.size)} },
 		"encrypted":   func(s *snapshot) []string { return []string{"false"} },
 	}
 	var all []snapshotXML
 	for _, sn := range c.s.regionSnapshots(c.region) {
-		if len(ids) > 0 && !contains(ids, sn.id) {
+		if (len(ids) > 0 && !contains(ids, sn.id)) || !visible(sn) {
 			continue
 		}
 		ok, err := matchFilters(sn, c.p.filters(), fields, st.tagsOf(sn.id))
@@ -146,8 +159,12 @@ func deleteSnapshot(c *call) (metaSetter, error) {
 	if err != nil {
 		return nil, err
 	}
-	// RegisterImage does not yet take EBS snapshots, so no AMI can hold one
-	// (InvalidSnapshot.InUse comes with that).
+	if sn.owner != st.account {
+		return nil, apiErr(403, "UnauthorizedOperation", "You are not authorized to delete snapshot %s: it belongs to account %s", sn.id, sn.owner)
+	}
+	if im := c.s.snapshotInUse(sn.id); im != "" {
+		return nil, apiErr(400, "InvalidSnapshot.InUse", "The snapshot %s is currently in use by %s", sn.id, im)
+	}
 	if err := os.Remove(sn.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("ec2sim: removing %s's file: %w", sn.id, err)
 	}

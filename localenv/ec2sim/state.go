@@ -84,6 +84,7 @@ type blockDevice struct {
 	NoDevice    bool
 	EBS         bool
 	VolumeSize  int
+	Ebs         *ebsSpec // the Ebs structure as given (ebs_register.go)
 }
 
 // image is an AMI. Root is what instances of it run from.

@@ -62,6 +62,16 @@ func (c *call) resourceExists(id string) error {
 			return nil
 		}
 		return apiErr(400, "InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", id)
+	case "volume":
+		_, err := c.lookupVolume(id)
+		return err
+	case "snapshot":
+		sn, err := c.lookupSnapshot(id)
+		if err == nil && sn.owner != st.account {
+			// Tagging a snapshot of another account (a seeded AMI's root) is not allowed.
+			return apiErr(400, "InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", id)
+		}
+		return err
 	}
 	return apiErr(400, "InvalidID", "The ID '%s' is not valid", id)
 }

@@ -10,6 +10,10 @@ type instanceTypeInfo struct {
 	pv, hvm           bool
 	archs             []string
 	vcpus, memMiB     int
+	// Current-generation facts (nitro.go): NVMe EBS devices, ENA required, and the
+	// GiB of NVMe instance store of a "d" type.
+	nvme, enaRequired bool
+	storeGiB          int
 }
 
 // previous-generation families that boot instance-store roots (spec section 6), and
@@ -33,7 +37,7 @@ var prevGenSizes = map[string][]string{
 }
 
 // current-generation (Nitro) families a template may name: EBS roots only.
-var nitroFamilies = []string{"t3", "t3a", "t4g", "m5", "m5a", "m6i", "m6g", "m7i", "m7g", "c5", "c6i", "c6g", "c7i", "c7g", "r5", "r6i", "r7i", "i3", "i4i", "t2"}
+var nitroFamilies = []string{"t3", "t3a", "t4g", "m5", "m5a", "m5d", "m6i", "m6id", "m6g", "m7i", "m7g", "c5", "c5d", "c6i", "c6g", "c7i", "c7g", "r5", "r6i", "r7i", "i3", "i4i", "t2"}
 var nitroSizes = []string{"nano", "micro", "small", "medium", "large", "xlarge", "2xlarge", "4xlarge", "8xlarge"}
 
 func lookupInstanceType(name string) (instanceTypeInfo, bool) {
@@ -56,7 +60,9 @@ func lookupInstanceType(name string) (instanceTypeInfo, bool) {
 		if strings.HasSuffix(fam, "g") {
 			arch = "arm64"
 		}
-		return instanceTypeInfo{instanceStoreRoot: false, pv: false, hvm: true, archs: []string{arch}, vcpus: 2, memMiB: 4096}, true
+		info := instanceTypeInfo{instanceStoreRoot: false, pv: false, hvm: true, archs: []string{arch}, vcpus: 2, memMiB: 4096}
+		nitroInfo(fam, size, &info)
+		return info, true
 	}
 	return instanceTypeInfo{}, false
 }
@@ -144,6 +150,10 @@ func describeInstanceTypes(c *call) (metaSetter, error) {
 		VCPU       vcpuInfo `xml:"vCpuInfo"`
 		Mem        memInfo  `xml:"memoryInfo"`
 		InstStore  bool     `xml:"instanceStorageSupported"`
+		// nitro.go's facts: NVMe EBS, ENA, a "d" type's NVMe instance store.
+		Ebs     ebsInfoXML      `xml:"ebsInfo"`
+		Net     netInfoXML      `xml:"networkInfo"`
+		Storage *storageInfoXML `xml:"instanceStorageInfo,omitempty"`
 	}
 	names := c.p.list("InstanceType")
 	if len(names) == 0 {
@@ -156,11 +166,12 @@ func describeInstanceTypes(c *call) (metaSetter, error) {
 			return nil, apiErr(400, "InvalidInstanceType", "The following supplied instance types do not exist: [%s]", n)
 		}
 		x := typeXML{Type: n, Current: !info.instanceStoreRoot, RootTypes: []string{"ebs"}, Hypervisor: "nitro",
-			Proc: procInfo{info.archs}, VCPU: vcpuInfo{info.vcpus}, Mem: memInfo{info.memMiB}, InstStore: info.instanceStoreRoot}
+			Proc: procInfo{info.archs}, VCPU: vcpuInfo{info.vcpus}, Mem: memInfo{info.memMiB}, InstStore: info.instanceStoreRoot || info.storeGiB > 0}
 		if info.instanceStoreRoot {
 			x.RootTypes = append(x.RootTypes, "instance-store")
 			x.Hypervisor = "xen"
 		}
+		nitroTypeXML(info, &x.Hypervisor, &x.Ebs, &x.Net, &x.Storage)
 		if info.hvm {
 			x.Virt = append(x.Virt, "hvm")
 		}

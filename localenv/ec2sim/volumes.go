@@ -37,6 +37,8 @@ type attachment struct {
 // snapshot is a point-in-time copy of a volume's file.
 type snapshot struct {
 	id, region, volumeID, description, state string // pending | completed | error
+	owner                                    string // the caller's account, or amazon's for seeded AMIs
+	public                                   bool   // anyone may make volumes of it (seeded AMIs' roots)
 	size                                     int
 	progress                                 int
 	path                                     string
@@ -50,6 +52,7 @@ type ebsStore struct {
 	dir       string
 	volumes   map[string]*volume
 	snapshots map[string]*snapshot
+	insts     map[string]*instEBS // per instance: what StartInstances relaunches, instance store files
 	timers    []*time.Timer
 	closed    bool
 }
@@ -61,7 +64,7 @@ func (s *Server) ebs() *ebsStore {
 		return v.(*ebsStore)
 	}
 	v, _ := ebsStores.LoadOrStore(s, &ebsStore{dir: filepath.Join(s.cfg.DataDir, "ebs"),
-		volumes: map[string]*volume{}, snapshots: map[string]*snapshot{}})
+		volumes: map[string]*volume{}, snapshots: map[string]*snapshot{}, insts: map[string]*instEBS{}})
 	return v.(*ebsStore)
 }
 
@@ -456,11 +459,16 @@ func attachVolume(c *call) (metaSetter, error) {
 	}
 	a := &attachment{instanceID: instID, device: dev, state: "attaching", at: time.Now().UTC()}
 	v.attach, v.state = a, "in-use"
-	c.s.later(func() {
+	attached := func() {
 		if v.attach == a && a.state == "attaching" {
 			a.state = "attached"
 		}
-	})
+	}
+	// A running instance whose machine hot-plugs gets the disk now; otherwise the
+	// attachment is recorded and the volume is part of the instance's next start.
+	if !c.s.hotplug(in, v, a, true, attached) {
+		c.s.later(attached)
+	}
 	return &struct {
 		ResponseMeta
 		attachmentXML
@@ -492,6 +500,10 @@ func detachVolume(c *call) (metaSetter, error) {
 	if a.state == "detaching" && !force {
 		return nil, apiErr(400, "IncorrectState", "Volume '%s' is already detaching", v.id)
 	}
+	in := st.instances[a.instanceID]
+	if in != nil && in.rootDeviceType == "ebs" && sameDevice(a.device, in.rootDeviceName) && in.state != stateStopped {
+		return nil, apiErr(400, "OperationNotPermitted", "Unable to detach root volume '%s' from instance '%s': stop the instance first", v.id, in.id)
+	}
 	a.state = "detaching"
 	out := a.xml(v.id)
 	done := func() {
@@ -499,10 +511,14 @@ func detachVolume(c *call) (metaSetter, error) {
 			v.attach, v.state = nil, "available"
 		}
 	}
-	if force {
-		// A forced detach does not wait for the guest.
+	switch {
+	case in != nil && c.s.hotplug(in, v, a, false, done):
+		if force {
+			done() // a forced detach does not wait for the guest
+		}
+	case force:
 		done()
-	} else {
+	default:
 		c.s.later(done)
 	}
 	return &struct {
