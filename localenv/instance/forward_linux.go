@@ -1,4 +1,4 @@
-package ec2sim
+package instance
 
 import (
 	"errors"
@@ -13,21 +13,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// forwarder makes host loopback services reachable inside an instance at the very same
+// Forwarder makes host loopback services reachable inside an instance at the very same
 // address: it listens on 127.0.0.1:PORT inside the instance's network namespace and
 // relays each connection to 127.0.0.1:PORT of the host. A presigned S3 URL made on the
 // host (Host header and all) then works unchanged on the instance, and nothing listens
 // beyond loopback.
-type forwarder struct {
+type Forwarder struct {
 	lns []net.Listener
 	wg  sync.WaitGroup
 	mu  sync.Mutex
 	cs  map[net.Conn]bool
 }
 
-// listenInNetNS opens a TCP listener on addr inside the named network namespace. The
+// ListenInNetNS opens a TCP listener on addr inside the named network namespace. The
 // socket keeps its namespace after the thread that made it leaves.
-func listenInNetNS(netns, addr string) (net.Listener, error) {
+func ListenInNetNS(netns, addr string) (net.Listener, error) {
 	type result struct {
 		ln  net.Listener
 		err error
@@ -74,17 +74,19 @@ func listenInNetNS(netns, addr string) (net.Listener, error) {
 	return r.ln, r.err
 }
 
-func startForwarder(netns string, addrs []string) (*forwarder, error) {
-	fw := &forwarder{cs: map[net.Conn]bool{}}
+// StartForwarder listens on each of addrs (loopback host:port) inside the named
+// network namespace and relays to the same address of the host. Close it to stop.
+func StartForwarder(netns string, addrs []string) (*Forwarder, error) {
+	fw := &Forwarder{cs: map[net.Conn]bool{}}
 	for _, a := range addrs {
 		host, _, err := net.SplitHostPort(a)
 		if err != nil || !net.ParseIP(host).IsLoopback() {
-			fw.close()
+			fw.Close()
 			return nil, fmt.Errorf("forwarding %q into instances: only loopback host:port addresses can be forwarded", a)
 		}
-		ln, err := listenInNetNS(netns, a)
+		ln, err := ListenInNetNS(netns, a)
 		if err != nil {
-			fw.close()
+			fw.Close()
 			return nil, fmt.Errorf("forwarding %s into instance namespace %s: %w", a, netns, err)
 		}
 		fw.lns = append(fw.lns, ln)
@@ -94,7 +96,7 @@ func startForwarder(netns string, addrs []string) (*forwarder, error) {
 	return fw, nil
 }
 
-func (fw *forwarder) track(c net.Conn, on bool) {
+func (fw *Forwarder) track(c net.Conn, on bool) {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
 	if on {
@@ -104,7 +106,7 @@ func (fw *forwarder) track(c net.Conn, on bool) {
 	}
 }
 
-func (fw *forwarder) serve(ln net.Listener, target string) {
+func (fw *Forwarder) serve(ln net.Listener, target string) {
 	defer fw.wg.Done()
 	for {
 		c, err := ln.Accept()
@@ -133,8 +135,8 @@ func (fw *forwarder) serve(ln net.Listener, target string) {
 	}
 }
 
-// close stops listening, drops open connections and waits for the relays.
-func (fw *forwarder) close() error {
+// Close stops listening, drops open connections and waits for the relays.
+func (fw *Forwarder) Close() error {
 	var errs []error
 	for _, ln := range fw.lns {
 		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
