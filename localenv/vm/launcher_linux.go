@@ -234,7 +234,7 @@ func (l *VMLauncher) qemuArgs(ctx context.Context, v *VM, spec ec2sim.LaunchSpec
 		mem = 1024
 	}
 	args := []string{
-		"-name", v.id, "-machine", "pc", "-accel", "tcg", "-m", strconv.Itoa(mem), "-smp", "1",
+		"-name", v.id, "-machine", "pc,graphics=off", "-accel", "tcg", "-m", strconv.Itoa(mem), "-smp", "1",
 		"-nodefaults", "-display", "none", "-no-reboot",
 		"-chardev", "file,id=console,path=" + qemuEscape(filepath.Join(v.dir, ConsoleFileName)),
 		"-serial", "chardev:console",
