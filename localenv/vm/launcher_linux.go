@@ -235,7 +235,7 @@ func (l *VMLauncher) qemuArgs(ctx context.Context, v *VM, spec ec2sim.LaunchSpec
 	}
 	args := []string{
 		"-name", v.id, "-machine", "pc,graphics=off", "-accel", "tcg", "-m", strconv.Itoa(mem), "-smp", "1",
-		"-nodefaults", "-display", "none", "-no-reboot",
+		"-nodefaults", "-display", "none", "-no-reboot", "-boot", "strict=on",
 		"-chardev", "file,id=console,path=" + qemuEscape(filepath.Join(v.dir, ConsoleFileName)),
 		"-serial", "chardev:console",
 		"-qmp", "stdio",
@@ -277,7 +277,7 @@ func (l *VMLauncher) qemuArgs(ctx context.Context, v *VM, spec ec2sim.LaunchSpec
 			args = append(args, "-device", "virtio-blk-pci,drive="+id+",serial="+d.VirtualName)
 		}
 	}
-	nic := []string{"user", "model=virtio-net-pci", "mac=" + md.MAC, "net=" + guestNet, "host=" + guestHost, "restrict=on",
+	nic := []string{"user", "id=net0", "net=" + guestNet, "host=" + guestHost, "restrict=on",
 		"hostfwd=tcp:" + v.net.Addr().String() + ":22-:22"}
 	exe, err := os.Executable()
 	if err != nil {
@@ -298,7 +298,9 @@ func (l *VMLauncher) qemuArgs(ctx context.Context, v *VM, spec ec2sim.LaunchSpec
 	for i := range nic {
 		nic[i] = qemuEscape(nic[i])
 	}
-	args = append(args, "-nic", strings.Join(nic, ","))
+	// The NIC has no option ROM: EC2 never boots from the network (iPXE would try
+	// DHCP and TFTP before SeaBIOS gives up on a broken disk).
+	args = append(args, "-netdev", strings.Join(nic, ","), "-device", "virtio-net-pci,netdev=net0,romfile=,mac="+md.MAC)
 	return args, nil
 }
 
