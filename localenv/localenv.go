@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/instancestore/packer-plugin-instancestore/localenv/ec2sim"
 	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
@@ -65,6 +66,11 @@ const (
 	DebianHVMGPTAMIName = "instancestore-debian-12-hvm-gpt"
 	DebianPVAMIName     = "instancestore-debian-12-pv"
 )
+
+// VMLaunchTimeout is how long a VM instance may take from RunInstances to sshd's
+// banner before it fails to launch: a Debian guest with cloud-init under TCG on a
+// loaded 2-core host was seen to take 3-4 minutes.
+const VMLaunchTimeout = 10 * time.Minute
 
 // PVGrubKernelID is the kernel id of the paravirtual base AMI: EC2's PV-GRUB for
 // partition-less x86_64 images (pv-grub-hd0, us-east-1), which boots the kernel the
@@ -169,16 +175,19 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 
 	forward := []string{strings.TrimPrefix(e.S3Front.URL(), "http://")}
 	var launcher ec2sim.Launcher = &ec2sim.NamespaceLauncher{WorkDir: filepath.Join(dir, "instances"), Forward: forward}
+	var launchTimeout time.Duration
 	if opts.Machines == "vm" {
 		launcher = &vm.VMLauncher{WorkDir: filepath.Join(dir, "instances"), Forward: forward, Logf: opts.Logf}
+		launchTimeout = VMLaunchTimeout
 	}
 	e.EC2, err = ec2sim.Start(ec2sim.Config{
-		Region:      opts.Region,
-		Credentials: e.Credentials,
-		DataDir:     filepath.Join(dir, "ec2"),
-		S3:          ec2sim.FrontReader{Front: e.S3Front},
-		Launcher:    launcher,
-		Logf:        opts.Logf,
+		Region:        opts.Region,
+		Credentials:   e.Credentials,
+		DataDir:       filepath.Join(dir, "ec2"),
+		S3:            ec2sim.FrontReader{Front: e.S3Front},
+		Launcher:      launcher,
+		LaunchTimeout: launchTimeout,
+		Logf:          opts.Logf,
 	})
 	if err != nil {
 		return nil, err

@@ -312,7 +312,11 @@ func runInstances(c *call) (metaSetter, error) {
 // the reason when it cannot start.
 func (s *Server) launch(in *instance, spec LaunchSpec) {
 	defer s.wg.Done()
-	ctx, cancel := context.WithTimeout(s.ctx, 3*time.Minute)
+	timeout := s.cfg.LaunchTimeout
+	if timeout <= 0 {
+		timeout = 3 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	run, err := s.cfg.Launcher.Launch(ctx, spec)

@@ -30,6 +30,8 @@ const (
 	guestHost       = "169.254.0.2"
 	guestServices   = "169.254.0.50"
 	metadataAddress = "169.254.169.254"
+	// sshLoopback is where qemu forwards the guest's sshd inside the namespace.
+	sshLoopback = "127.0.0.1:22"
 )
 
 // VMLauncher runs every instance as a qemu-system-x86_64 guest (TCG) that boots its
@@ -74,7 +76,7 @@ const PIDFileName = "qemu.pid"
 const ConsoleFileName = "console.log"
 
 // bannerTimeout bounds one probe of sshd's banner.
-const bannerTimeout = 5 * time.Second
+const bannerTimeout = 30 * time.Second
 
 // VM is one running guest.
 type VM struct {
@@ -84,6 +86,7 @@ type VM struct {
 	imdsLn  net.Listener
 	imds    *http.Server
 	fw      *instance.Forwarder
+	ssh     *instance.Forwarder
 	cmd     *exec.Cmd
 	qmp     *os.File // qemu's QMP monitor on its stdin
 	exited  chan struct{}
@@ -174,6 +177,14 @@ func (l *VMLauncher) Launch(ctx context.Context, spec ec2sim.LaunchSpec) (_ ec2s
 		return nil, err
 	}
 	if err := v.start(args); err != nil {
+		return nil, err
+	}
+	// The host reaches sshd at PrivateIP():22 through a relay to qemu's hostfwd on the
+	// namespace's loopback: slirp shows a connection from loopback to the guest as
+	// coming from its own address (169.254.0.2), while one from the host's veth
+	// address (inside the guest's 169.254.0.0/16) would get the guest's answer lost
+	// on an ARP nobody answers.
+	if v.ssh, err = instance.StartRelayInNetNS(v.net.Name(), net.JoinHostPort(v.PrivateIP(), "22"), sshLoopback); err != nil {
 		return nil, err
 	}
 	l.mu.Lock()
@@ -278,7 +289,7 @@ func (l *VMLauncher) qemuArgs(ctx context.Context, v *VM, spec ec2sim.LaunchSpec
 		}
 	}
 	nic := []string{"user", "id=net0", "net=" + guestNet, "host=" + guestHost, "restrict=on",
-		"hostfwd=tcp:" + v.net.Addr().String() + ":22-:22"}
+		"hostfwd=tcp:" + sshLoopback + "-:22"}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("finding this program for the guestfwd relay: %w", err)
@@ -380,7 +391,7 @@ func (v *VM) waitSSH(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 		case <-v.exited:
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(time.Second):
 		}
 	}
 }
@@ -392,7 +403,11 @@ func probeBanner(ctx context.Context, addr string) error {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(bannerTimeout))
+	dl := time.Now().Add(bannerTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
+	}
+	c.SetDeadline(dl)
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
 		return fmt.Errorf("reading banner: %w", err)
@@ -433,6 +448,11 @@ func (v *VM) Terminate(ctx context.Context) error {
 			}
 		}
 		v.qmp.Close()
+	}
+	if v.ssh != nil {
+		if err := v.ssh.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if v.imds != nil {
 		v.imds.Close()

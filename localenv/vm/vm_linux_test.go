@@ -1,7 +1,6 @@
 package vm_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -66,7 +65,7 @@ func TestPVInstanceBoots(t *testing.T) {
 
 	work := t.TempDir()
 	launcher := &vm.VMLauncher{WorkDir: filepath.Join(work, "instances"), Forward: []string{strings.TrimPrefix(front.URL(), "http://")}, Logf: t.Logf}
-	srv, err := ec2sim.Start(ec2sim.Config{Credentials: creds, DataDir: filepath.Join(work, "ec2"), Launcher: launcher, Logf: t.Logf})
+	srv, err := ec2sim.Start(ec2sim.Config{Credentials: creds, DataDir: filepath.Join(work, "ec2"), Launcher: launcher, LaunchTimeout: localenv.VMLaunchTimeout, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +90,18 @@ func TestPVInstanceBoots(t *testing.T) {
 	in := waitState(t, c, id, types.InstanceStateNameRunning)
 	t.Logf("boot to SSH (PV, TCG, m3.medium): %s", time.Since(start).Round(100*time.Millisecond))
 	ip := aws.ToString(in.PrivateIpAddress)
-	cl := dialSSH(t, ip, "admin", aws.ToString(kp.KeyMaterial))
+	console := func() string {
+		cons, err := c.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(id)})
+		if err != nil {
+			return err.Error()
+		}
+		text, _ := base64.StdEncoding.DecodeString(aws.ToString(cons.Output))
+		return string(text)
+	}
+	cl, err := dialSSH(ip, "admin", aws.ToString(kp.KeyMaterial))
+	if err != nil {
+		t.Fatalf("%v; console:\n%s", err, console())
+	}
 	defer cl.Close()
 
 	if got := run(t, cl, "cat /proc/cmdline"); !strings.Contains(got, "root=LABEL=cloudimg-rootfs") || !strings.Contains(got, "console=ttyS0") {
@@ -142,12 +152,7 @@ PY`
 		t.Errorf("GET of a presigned URL from the guest: %q (%v), want the object", s3out, err)
 	}
 
-	cons, err := c.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(id)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, _ := base64.StdEncoding.DecodeString(aws.ToString(cons.Output))
-	if !bytes.Contains(text, []byte("Linux version")) {
+	if text := console(); !strings.Contains(text, "Linux version") {
 		t.Errorf("console output (%d bytes) has no kernel banner", len(text))
 	}
 
@@ -222,7 +227,7 @@ func waitGone(t *testing.T, l *vm.VMLauncher) {
 
 func waitState(t *testing.T, c *ec2.Client, id string, want types.InstanceStateName) types.Instance {
 	t.Helper()
-	deadline := time.Now().Add(4 * time.Minute)
+	deadline := time.Now().Add(localenv.VMLaunchTimeout + time.Minute)
 	for {
 		out, err := c.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
 		if err != nil {
@@ -242,23 +247,21 @@ func waitState(t *testing.T, c *ec2.Client, id string, want types.InstanceStateN
 	}
 }
 
-func dialSSH(t *testing.T, ip, user, keyPEM string) *ssh.Client {
-	t.Helper()
+func dialSSH(ip, user, keyPEM string) (*ssh.Client, error) {
 	signer, err := ssh.ParsePrivateKey([]byte(keyPEM))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cfg := &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 30 * time.Second}
 	var lastErr error
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Second) {
 		cl, err := ssh.Dial("tcp", ip+":22", cfg)
 		if err == nil {
-			return cl
+			return cl, nil
 		}
 		lastErr = err
 	}
-	t.Fatalf("ssh %s@%s: %v", user, ip, lastErr)
-	return nil
+	return nil, fmt.Errorf("ssh %s@%s: %v", user, ip, lastErr)
 }
 
 func runErr(cl *ssh.Client, cmd string) (string, error) {
