@@ -17,8 +17,9 @@
 //     ephemeralN.
 //   - Network: qemu runs in a network namespace of its own (instance.NewNetwork), whose
 //     address is the instance's private IP. Its user network (restricted to the
-//     guest's subnet 169.254.0.0/16) forwards that address's port 22 to the guest's
-//     sshd, and guestfwd rules carry the guest's connections to 169.254.169.254:80
+//     guest's subnet 169.254.0.0/16) forwards the namespace's 127.0.0.1:22 to the
+//     guest's sshd, and a relay in the namespace carries the private IP's port 22
+//     there (a client from loopback is what slirp can answer); guestfwd rules carry the guest's connections to 169.254.169.254:80
 //     (the metadata service, Metadata, listening on the namespace's loopback) and to
 //     169.254.0.50:PORT (each forwarded host service, e.g. S3) through a relay
 //     process (relay.go). The guest's relay unit listens on 127.0.0.1:PORT, the

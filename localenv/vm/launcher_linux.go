@@ -253,6 +253,7 @@ func (l *VMLauncher) qemuArgs(ctx context.Context, v *VM, spec ec2sim.LaunchSpec
 		"-pidfile", filepath.Join(v.dir, PIDFileName),
 		"-device", "virtio-rng-pci",
 	}
+	args = append(args, smbios(spec.InstanceType)...)
 	// The root disk: the AMI's image under a private copy-on-write overlay (qemu's
 	// temporary qcow2 snapshot, made in the instance directory, see start), so the
 	// AMI never changes.
@@ -313,6 +314,29 @@ func (l *VMLauncher) qemuArgs(ctx context.Context, v *VM, spec ec2sim.LaunchSpec
 	// DHCP and TFTP before SeaBIOS gives up on a broken disk).
 	args = append(args, "-netdev", strings.Join(nic, ","), "-device", "virtio-net-pci,netdev=net0,romfile=,mac="+md.MAC)
 	return args, nil
+}
+
+// xenFamilies are the instance families that EC2 runs on Xen (the others on Nitro).
+var xenFamilies = map[string]bool{"t1": true, "t2": true, "m1": true, "m2": true, "m3": true, "m4": true,
+	"c1": true, "c3": true, "c4": true, "r3": true, "r4": true, "i2": true, "i3": true, "d2": true, "x1": true, "g2": true}
+
+// smbios makes the guest's firmware tables say what EC2's say: a system UUID and
+// serial number starting with "ec2" (cloud-init's EC2 datasource identifies AWS by
+// them, and only on AWS does it use IMDSv2 session tokens, which HttpTokens=required
+// needs), and the hypervisor of the instance type's generation: Xen "HVM domU" with a
+// ".amazon" BIOS, or "Amazon EC2" on Nitro.
+func smbios(itype string) []string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	h := fmt.Sprintf("%x", b)
+	uuid := "ec2" + h[3:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+	fam, _, _ := strings.Cut(itype, ".")
+	bios, vendor, product := "type=0,vendor=Amazon EC2,version=1.0", "Amazon EC2", itype
+	if xenFamilies[fam] {
+		bios, vendor, product = "type=0,vendor=Xen,version=4.11.amazon", "Xen", "HVM domU"
+	}
+	return []string{"-smbios", bios, "-smbios", "type=1,manufacturer=" + qemuEscape(vendor) + ",product=" + qemuEscape(product) +
+		",uuid=" + uuid + ",serial=" + uuid}
 }
 
 // makeStoreDisk makes a sparse raw disk file of the volume's size, formatted as EC2

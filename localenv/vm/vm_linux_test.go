@@ -188,7 +188,7 @@ func TestBrokenImageNeverAnswers(t *testing.T) {
 		t.Fatal("a VM with a zeroed boot sector answered SSH")
 	}
 	t.Logf("Launch: %v", err)
-	if !strings.Contains(err.Error(), "last console lines") || !strings.Contains(strings.ToLower(err.Error()), "boot") {
+	if !strings.Contains(err.Error(), "last console lines") || !strings.Contains(err.Error(), "SeaBIOS") || !strings.Contains(err.Error(), "not a bootable disk") {
 		t.Errorf("Launch error has no console lines saying why: %v", err)
 	}
 	waitGone(t, launcher)
