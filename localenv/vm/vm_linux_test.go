@@ -131,7 +131,7 @@ PY`
 		}
 	}
 	// The instance store volume: the second disk, 4 GiB, ext3 as EC2 formats m3's.
-	if got := run(t, cl, "lsblk -b -n -d -o NAME,SIZE,SERIAL /dev/vdb; sudo blkid -o value -s TYPE /dev/vdb"); !strings.Contains(got, "vdb 4294967296 ephemeral0") || !strings.Contains(got, "ext3") {
+	if got := strings.Join(strings.Fields(run(t, cl, "lsblk -b -n -d -o NAME,SIZE,SERIAL /dev/vdb; sudo blkid -o value -s TYPE /dev/vdb 2>/dev/null")), " "); got != "vdb 4294967296 ephemeral0 ext3" {
 		t.Errorf("instance store disk: %q, want vdb of 4 GiB (serial ephemeral0) formatted ext3", got)
 	}
 	if got := run(t, cl, "lsblk -n -d -o NAME | sort | tr '\\n' ' '"); strings.Contains(got, "vdc") {
