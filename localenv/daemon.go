@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/vm"
 )
 
 // Serve runs the environment in this process until ctx ends: it starts everything,
@@ -141,6 +142,10 @@ func Down(ctx context.Context, dir string) error {
 	}
 	os.Remove(filepath.Join(dir, PIDFileName))
 	os.Remove(filepath.Join(dir, EnvFileName))
+	// VMs first (their pid files), then the namespaces and links of the dead run.
+	if err := vm.Sweep(filepath.Join(dir, "instances")); err != nil {
+		errs = append(errs, fmt.Errorf("sweeping leftover VMs: %w", err))
+	}
 	if err := instance.Cleanup(instance.Prefix); err != nil {
 		errs = append(errs, fmt.Errorf("sweeping leftovers: %w", err))
 	}
@@ -151,12 +156,21 @@ func Down(ctx context.Context, dir string) error {
 	return errors.Join(errs...)
 }
 
-// Leftovers lists what of the environment in dir still exists: its daemon, mounts
-// under dir and loop devices backed by files in dir (an instance's root image copy).
+// Leftovers lists what of the environment in dir still exists: its daemon, its VMs'
+// qemu processes and directories, mounts under dir and loop devices backed by files in
+// dir (an instance's root image copy).
 func Leftovers(dir string) []string {
 	var out []string
 	if pid, alive := daemonPID(dir); alive {
 		out = append(out, fmt.Sprintf("process %d (the environment daemon)", pid))
+	}
+	for _, pid := range vm.QEMUProcesses(dir) {
+		out = append(out, fmt.Sprintf("process %d (qemu of a VM instance)", pid))
+	}
+	if ents, err := os.ReadDir(filepath.Join(dir, "instances")); err == nil {
+		for _, e := range ents {
+			out = append(out, "instance directory "+filepath.Join(dir, "instances", e.Name()))
+		}
 	}
 	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		for _, l := range strings.Split(string(mi), "\n") {

@@ -16,10 +16,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/instancestore/packer-plugin-instancestore/localenv/ec2sim"
 	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 	"github.com/instancestore/packer-plugin-instancestore/localenv/s3env"
+	"github.com/instancestore/packer-plugin-instancestore/localenv/vm"
 )
 
 // File names inside the environment's directory.
@@ -49,8 +51,40 @@ type Options struct {
 	// Debian also seeds DebianAMIName, a Debian 12 minbase root with OpenSSH and sudo
 	// (debootstrap, several minutes the first time, then cached).
 	Debian bool
+	// Machines is what instances are: "namespace" (default: sshd in a network
+	// namespace on the AMI's root, fast, nothing boots) or "vm" (qemu guests that boot
+	// the AMI as EC2 does, localenv/vm; the base AMIs are then real Debian images,
+	// VMAMINames).
+	Machines string
 	// Logf receives progress and the simulator's request log.
 	Logf func(format string, args ...any)
+}
+
+// Base AMIs of the "vm" machines: Debian 12 images that boot (SeedImage).
+const (
+	DebianHVMMBRAMIName = "instancestore-debian-12-hvm-mbr"
+	DebianHVMGPTAMIName = "instancestore-debian-12-hvm-gpt"
+	DebianPVAMIName     = "instancestore-debian-12-pv"
+)
+
+// VMLaunchTimeout is how long a VM instance may take from RunInstances to sshd's
+// banner before it fails to launch: a Debian guest with cloud-init under TCG on a
+// loaded 2-core host was seen to take 3-4 minutes.
+const VMLaunchTimeout = 10 * time.Minute
+
+// PVGrubKernelID is the kernel id of the paravirtual base AMI: EC2's PV-GRUB for
+// partition-less x86_64 images (pv-grub-hd0, us-east-1), which boots the kernel the
+// image's /boot/grub/menu.lst names.
+const PVGrubKernelID = "aki-919dcaf8"
+
+// vmSeeds are the base AMIs of the "vm" machines.
+var vmSeeds = []struct {
+	name, description, virt string
+	kind                    SeedKind
+}{
+	{DebianHVMMBRAMIName, "Debian 12 (hvm, MBR disk, GRUB 2, cloud-init)", "hvm", SeedHVMMBR},
+	{DebianHVMGPTAMIName, "Debian 12 (hvm, GPT disk with a BIOS boot partition, GRUB 2, cloud-init)", "hvm", SeedHVMGPT},
+	{DebianPVAMIName, "Debian 12 (paravirtual, bare ext4, PV-GRUB menu.lst, cloud-init)", "paravirtual", SeedPV},
 }
 
 // Env is a running environment.
@@ -63,6 +97,8 @@ type Env struct {
 	S3Front     *s3env.Front
 	// BaseAMIs maps the seeded AMI names to their ids.
 	BaseAMIs map[string]string
+	// Machines is Options.Machines.
+	Machines string
 }
 
 // Var is one environment variable of Env.Vars.
@@ -93,6 +129,13 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
+	switch opts.Machines {
+	case "":
+		opts.Machines = "namespace"
+	case "namespace", "vm":
+	default:
+		return nil, fmt.Errorf("--machines %q: want namespace or vm", opts.Machines)
+	}
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -100,7 +143,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the environment directory %s: %w", dir, err)
 	}
-	e := &Env{Dir: dir, Region: opts.Region, BaseAMIs: map[string]string{}}
+	e := &Env{Dir: dir, Region: opts.Region, Machines: opts.Machines, BaseAMIs: map[string]string{}}
 	defer func() {
 		if err != nil {
 			e.Close()
@@ -130,6 +173,43 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		return nil, err
 	}
 
+	forward := []string{strings.TrimPrefix(e.S3Front.URL(), "http://")}
+	var launcher ec2sim.Launcher = &ec2sim.NamespaceLauncher{WorkDir: filepath.Join(dir, "instances"), Forward: forward}
+	var launchTimeout time.Duration
+	if opts.Machines == "vm" {
+		launcher = &vm.VMLauncher{WorkDir: filepath.Join(dir, "instances"), Forward: forward, Logf: opts.Logf}
+		launchTimeout = VMLaunchTimeout
+	}
+	e.EC2, err = ec2sim.Start(ec2sim.Config{
+		Region:        opts.Region,
+		Credentials:   e.Credentials,
+		DataDir:       filepath.Join(dir, "ec2"),
+		S3:            ec2sim.FrontReader{Front: e.S3Front},
+		Launcher:      launcher,
+		LaunchTimeout: launchTimeout,
+		Logf:          opts.Logf,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if opts.Machines == "vm" {
+		for _, s := range vmSeeds {
+			img, err := SeedImage(ctx, s.kind, opts.Logf)
+			if err != nil {
+				return nil, fmt.Errorf("building the base AMI %s: %w", s.name, err)
+			}
+			si := ec2sim.SeedImage{Name: s.name, Description: s.description, VirtualizationType: s.virt, Root: ec2sim.RootSource{Image: img}}
+			if s.virt == "paravirtual" {
+				si.KernelID = PVGrubKernelID
+			}
+			id, err := e.EC2.Seed(si)
+			if err != nil {
+				return nil, err
+			}
+			e.BaseAMIs[s.name] = id
+		}
+		return e, nil
+	}
 	opts.Logf("localenv: building the lite instance root")
 	lite := filepath.Join(dir, "roots", "lite")
 	if err := os.RemoveAll(lite); err != nil {
@@ -139,18 +219,6 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		return nil, fmt.Errorf("building the lite root: %w", err)
 	}
 	if err := addHostTools(lite, ImagingTools); err != nil {
-		return nil, err
-	}
-	e.EC2, err = ec2sim.Start(ec2sim.Config{
-		Region:      opts.Region,
-		Credentials: e.Credentials,
-		DataDir:     filepath.Join(dir, "ec2"),
-		S3:          ec2sim.FrontReader{Front: e.S3Front},
-		Launcher: &ec2sim.NamespaceLauncher{WorkDir: filepath.Join(dir, "instances"),
-			Forward: []string{strings.TrimPrefix(e.S3Front.URL(), "http://")}},
-		Logf: opts.Logf,
-	})
-	if err != nil {
 		return nil, err
 	}
 	// The base AMIs boot from an ext4 image of the lite root, as EC2 instances boot
@@ -222,9 +290,16 @@ func (e *Env) Vars() []Var {
 		{"AWS_EC2_METADATA_DISABLED", "true"},
 		{"INSTANCESTORE_ACCOUNT_ID", e.EC2.AccountID()},
 		{"INSTANCESTORE_EC2_CERT", e.EC2.EC2CertPath()},
-		{"INSTANCESTORE_SOURCE_AMI", e.BaseAMIs[LiteAMIName]},
-		{"INSTANCESTORE_SOURCE_AMI_HVM", e.BaseAMIs[LiteHVMAMIName]},
 		{"INSTANCESTORE_LOCALENV_DIR", e.Dir},
+		{"INSTANCESTORE_MACHINES", e.Machines},
+	}
+	if e.Machines == "vm" {
+		vars = append(vars, Var{"INSTANCESTORE_SOURCE_AMI", e.BaseAMIs[DebianPVAMIName]},
+			Var{"INSTANCESTORE_SOURCE_AMI_HVM", e.BaseAMIs[DebianHVMMBRAMIName]},
+			Var{"INSTANCESTORE_SOURCE_AMI_HVM_GPT", e.BaseAMIs[DebianHVMGPTAMIName]})
+	} else {
+		vars = append(vars, Var{"INSTANCESTORE_SOURCE_AMI", e.BaseAMIs[LiteAMIName]},
+			Var{"INSTANCESTORE_SOURCE_AMI_HVM", e.BaseAMIs[LiteHVMAMIName]})
 	}
 	if id := e.BaseAMIs[DebianAMIName]; id != "" {
 		vars = append(vars, Var{"INSTANCESTORE_DEBIAN_AMI", id})

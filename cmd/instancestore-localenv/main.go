@@ -4,7 +4,7 @@
 // an S3 server behind a front that records ACLs, the EC2/STS simulator, and base
 // instance-store AMIs whose instances are sshd in network namespaces. It needs root.
 //
-//	sudo instancestore-localenv up [--dir DIR] [--s3 gofakes3|minio] [--region R] [--debian] [--foreground]
+//	sudo instancestore-localenv up [--dir DIR] [--s3 gofakes3|minio] [--region R] [--machines namespace|vm] [--debian] [--foreground]
 //	eval "$(sudo cat DIR/env)"   # or: eval "$(sudo instancestore-localenv up)"
 //	sudo instancestore-localenv down [--dir DIR]
 //
@@ -32,7 +32,7 @@ import (
 )
 
 const usage = `usage:
-  instancestore-localenv up [--dir DIR] [--s3 gofakes3|minio] [--region REGION] [--debian] [--foreground]
+  instancestore-localenv up [--dir DIR] [--s3 gofakes3|minio] [--region REGION] [--machines namespace|vm] [--debian] [--foreground]
   instancestore-localenv down [--dir DIR]
   instancestore-localenv env [--dir DIR]      print the variables of a running environment
 
@@ -72,6 +72,7 @@ func up(args []string) error {
 	s3 := fs.String("s3", "gofakes3", "S3 server: gofakes3 (in-process) or minio (checks signatures; built on first use)")
 	region := fs.String("region", "us-east-1", "region of the simulator and of the S3 default")
 	fg := fs.Bool("foreground", false, "serve in this process until interrupted instead of starting a daemon")
+	machines := fs.String("machines", "namespace", "what instances are: namespace (sshd in a network namespace, fast) or vm (qemu guests that boot the AMI; Debian base AMIs)")
 	debian := fs.Bool("debian", false, "also seed "+localenv.DebianAMIName+" (debootstrap; minutes the first time, then cached)")
 	daemon := fs.Bool("daemon", false, "internal: set by up for the daemon it starts (keeps the credentials out of the log)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for the daemon to be ready")
@@ -86,7 +87,7 @@ func up(args []string) error {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		logger := log.New(os.Stderr, "", log.LstdFlags)
-		return localenv.Serve(ctx, localenv.Options{Dir: *dir, S3: *s3, Region: *region, Debian: *debian, Logf: logger.Printf}, func(e *localenv.Env) {
+		return localenv.Serve(ctx, localenv.Options{Dir: *dir, S3: *s3, Region: *region, Machines: *machines, Debian: *debian, Logf: logger.Printf}, func(e *localenv.Env) {
 			if !*daemon {
 				fmt.Print(localenv.FormatVars(e.Vars()))
 			}
@@ -100,7 +101,7 @@ func up(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	fmt.Fprintf(os.Stderr, "starting the local environment in %s (log: %s/%s) ...\n", *dir, *dir, localenv.LogFileName)
-	args = []string{"up", "--foreground", "--daemon", "--dir", *dir, "--s3", *s3, "--region", *region}
+	args = []string{"up", "--foreground", "--daemon", "--dir", *dir, "--s3", *s3, "--region", *region, "--machines", *machines}
 	if *debian {
 		args = append(args, "--debian")
 	}

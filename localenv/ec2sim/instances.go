@@ -344,7 +344,11 @@ func runInstances(c *call) (metaSetter, error) {
 // restart it).
 func (s *Server) launch(in *instance, spec LaunchSpec, restart bool) {
 	defer s.wg.Done()
-	ctx, cancel := context.WithTimeout(s.ctx, 3*time.Minute)
+	timeout := s.cfg.LaunchTimeout
+	if timeout <= 0 {
+		timeout = 3 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	run, err := s.cfg.Launcher.Launch(ctx, spec)

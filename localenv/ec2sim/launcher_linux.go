@@ -21,7 +21,7 @@ type NamespaceLauncher struct {
 	// WorkDir holds the per-instance copies; they are removed at termination.
 	WorkDir string
 	// Forward lists host loopback services ("127.0.0.1:PORT", e.g. the S3 endpoint)
-	// that instances reach at the same address (see forwarder).
+	// that instances reach at the same address (see instance.Forwarder).
 	Forward []string
 
 	mu       sync.Mutex
@@ -46,7 +46,7 @@ type nsInstance struct {
 	inst    *nsinstance.Instance
 	unmount func() error
 	copyDir string
-	fw      *forwarder
+	fw      *nsinstance.Forwarder
 
 	diskMu sync.Mutex
 	disks  []nsDisk // non-root volumes as loop devices (ns_volumes_linux.go)
@@ -57,7 +57,7 @@ func (n *nsInstance) PrivateIP() string { return n.inst.Addr().String() }
 func (n *nsInstance) Terminate(ctx context.Context) error {
 	var errs []error
 	if n.fw != nil {
-		if err := n.fw.close(); err != nil {
+		if err := n.fw.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -166,7 +166,7 @@ func (l *NamespaceLauncher) Launch(ctx context.Context, spec LaunchSpec) (_ Inst
 	l.launched = append(l.launched, Launched{InstanceID: spec.InstanceID, NetNS: inst.NetNS(), Root: root})
 	l.mu.Unlock()
 	if len(l.Forward) > 0 {
-		if n.fw, err = startForwarder(inst.NetNS(), l.Forward); err != nil {
+		if n.fw, err = nsinstance.StartForwarder(inst.NetNS(), l.Forward); err != nil {
 			inst.Stop()
 			return nil, err
 		}

@@ -29,6 +29,10 @@ type SeedImage struct {
 	BootMode       string
 	VolumeSize     int
 	VolumeType     string
+
+	// KernelID and RamdiskID are a paravirtual AMI's kernel and ramdisk (a PV-GRUB
+	// aki- boots the kernel the image's menu.lst names).
+	KernelID, RamdiskID string
 }
 
 // Seed adds a base instance-store AMI in the home region and returns its id.
@@ -46,6 +50,9 @@ func (s *Server) Seed(si SeedImage) (string, error) {
 		if _, err := os.Stat(p); err != nil {
 			return "", fmt.Errorf("ec2sim: seed image %s: %w", si.Name, err)
 		}
+	}
+	if si.VirtualizationType == "hvm" && (si.KernelID != "" || si.RamdiskID != "") {
+		return "", fmt.Errorf("ec2sim: seed image %s: kernel and ramdisk ids are for paravirtual images only", si.Name)
 	}
 	if si.Architecture == "" {
 		si.Architecture = "x86_64"
@@ -70,7 +77,7 @@ func (s *Server) Seed(si SeedImage) (string, error) {
 	im := &image{id: newID("ami"), name: si.Name, description: si.Description, region: s.cfg.Region,
 		location: "amazon/" + si.Name, owner: amazonOwnerID, ownerAlias: "amazon", state: "available",
 		arch: si.Architecture, virt: si.VirtualizationType, rootDeviceType: "instance-store", rootDeviceName: "/dev/sda1",
-		public: true, created: time.Now().UTC(), root: si.Root, seq: st.next(),
+		public: true, created: time.Now().UTC(), root: si.Root, seq: st.next(), kernelID: si.KernelID, ramdiskID: si.RamdiskID,
 		blockDevices: []blockDevice{{DeviceName: "/dev/sdb", VirtualName: "ephemeral0"}}}
 	st.images[im.id] = im
 	return im.id, nil

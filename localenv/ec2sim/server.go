@@ -51,6 +51,9 @@ type Config struct {
 	S3 ObjectReader
 	// Launcher runs instances. Without it, RunInstances answers Unsupported.
 	Launcher Launcher
+	// LaunchTimeout bounds one instance's Launch (pending until sshd answers); default
+	// 3 minutes. Machines that boot under TCG on a busy host need more.
+	LaunchTimeout time.Duration
 	// Logf receives one line per request and per instance transition (no secrets).
 	Logf func(format string, args ...any)
 	// PendingTime is how long a registered or copied AMI stays pending before it is

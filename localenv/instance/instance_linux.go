@@ -50,7 +50,8 @@ type Instance struct {
 	name     string
 	root     string
 	runDir   string // host directory bind-mounted on the instance's /run
-	lease    *addrLease
+	net      *Network
+	lease    *addrLease // net's
 	hostKey  ssh.PublicKey
 	cmd      *exec.Cmd
 	exited   chan struct{}
@@ -117,20 +118,18 @@ func Start(ctx context.Context, cfg Config) (inst *Instance, err error) {
 			return nil, fmt.Errorf("starting an instance needs %q on the host (Debian packages iproute2, util-linux, mount, coreutils): %w", tool, err)
 		}
 	}
-	id, err := newName()
+	nw, err := NewNetwork(ctx, cfg.Addr)
 	if err != nil {
 		return nil, err
 	}
-	lease, err := leaseAddr(cfg.Addr)
-	if err != nil {
-		return nil, err
-	}
+	id := nw.Name()
 	inst = &Instance{
 		id:     id,
 		name:   cfg.Name,
 		root:   root,
 		runDir: filepath.Join(StateDir, "inst", id),
-		lease:  lease,
+		net:    nw,
+		lease:  nw.lease,
 		exited: make(chan struct{}),
 		log:    &logBuffer{max: 64 << 10},
 	}
@@ -144,9 +143,6 @@ func Start(ctx context.Context, cfg Config) (inst *Instance, err error) {
 		}
 	}()
 	if err := inst.writeRunDir(cfg.AuthorizedKeys); err != nil {
-		return nil, err
-	}
-	if err := inst.createNetwork(ctx); err != nil {
 		return nil, err
 	}
 	if err := inst.startSSHD(); err != nil {
@@ -233,30 +229,6 @@ MaxSessions 64
 MaxStartups 64:30:128
 Subsystem sftp /usr/lib/openssh/sftp-server
 `
-
-// createNetwork makes the namespace and the veth pair: the host side (named like the
-// namespace) stays in the host's namespace, the other end becomes eth0 inside.
-func (i *Instance) createNetwork(ctx context.Context) error {
-	host := netip.PrefixFrom(i.lease.host, 30).String()
-	inst := netip.PrefixFrom(i.lease.inst, 30).String()
-	steps := [][]string{
-		{"netns", "add", i.id},
-		{"link", "add", i.id, "type", "veth", "peer", "name", "eth0", "netns", i.id},
-		{"addr", "add", host, "dev", i.id},
-		{"link", "set", i.id, "up"},
-		{"-n", i.id, "addr", "add", inst, "dev", "eth0"},
-		{"-n", i.id, "link", "set", "lo", "up"},
-		{"-n", i.id, "link", "set", "eth0", "up"},
-		// The only way out: to the service address (see ServiceAddr).
-		{"-n", i.id, "route", "add", serviceAddr.String() + "/32", "via", i.lease.host.String()},
-	}
-	for _, args := range steps {
-		if err := run(ctx, "ip", args...); err != nil {
-			return fmt.Errorf("creating network for instance %s: %w", i.id, err)
-		}
-	}
-	return nil
-}
 
 // instanceScript runs in the instance's fresh mount, PID and UTS namespaces, as PID 1,
 // before it becomes sshd: it mounts what the instance sees of the kernel and its own
@@ -370,18 +342,12 @@ func (i *Instance) stop() error {
 			errs = append(errs, fmt.Errorf("instance %s: unshare did not exit", i.id))
 		}
 	}
-	// Deleting the host end removes the pair at once; a namespace deletion alone
-	// would free the veth only asynchronously.
-	if err := deleteLink(i.id); err != nil {
-		errs = append(errs, err)
-	}
-	if err := removeNetNS(i.id); err != nil {
+	if err := i.net.Close(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := os.RemoveAll(i.runDir); err != nil {
 		errs = append(errs, fmt.Errorf("removing instance runtime directory: %w", err))
 	}
-	i.lease.release()
 	return errors.Join(errs...)
 }
 

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"net"
 	"net/http"
 	"regexp"
 	"sort"
@@ -308,16 +307,4 @@ func nullable(s string) any {
 		return nil
 	}
 	return s
-}
-
-// serveMetadata serves md on a new listener at 127.0.0.1 (the guest reaches it through
-// its guestfwd relay) and returns the listener.
-func serveMetadata(md *Metadata) (net.Listener, *http.Server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, nil, err
-	}
-	srv := &http.Server{Handler: NewMetadataServer(md), ReadHeaderTimeout: 30 * time.Second}
-	go srv.Serve(ln)
-	return ln, srv, nil
 }

@@ -1,4 +1,4 @@
-package ec2sim
+package instance
 
 import (
 	"errors"
@@ -9,31 +9,45 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// forwarder makes host loopback services reachable inside an instance at the very same
+// Forwarder makes host loopback services reachable inside an instance at the very same
 // address: it listens on 127.0.0.1:PORT inside the instance's network namespace and
 // relays each connection to 127.0.0.1:PORT of the host. A presigned S3 URL made on the
 // host (Host header and all) then works unchanged on the instance, and nothing listens
 // beyond loopback.
-type forwarder struct {
+type Forwarder struct {
 	lns []net.Listener
 	wg  sync.WaitGroup
 	mu  sync.Mutex
 	cs  map[net.Conn]bool
 }
 
-// listenInNetNS opens a TCP listener on addr inside the named network namespace. The
+// ListenInNetNS opens a TCP listener on addr inside the named network namespace. The
 // socket keeps its namespace after the thread that made it leaves.
-func listenInNetNS(netns, addr string) (net.Listener, error) {
+func ListenInNetNS(netns, addr string) (net.Listener, error) {
+	return inNetNS(netns, func() (net.Listener, error) { return net.Listen("tcp", addr) })
+}
+
+// DialInNetNS connects to addr from inside the named network namespace (e.g. to a
+// loopback service of the namespace).
+func DialInNetNS(netns, addr string, timeout time.Duration) (net.Conn, error) {
+	return inNetNS(netns, func() (net.Conn, error) { return net.DialTimeout("tcp", addr, timeout) })
+}
+
+// inNetNS runs fn on an OS thread that has entered the named network namespace; the
+// sockets fn makes belong to that namespace for good.
+func inNetNS[T io.Closer](netns string, fn func() (T, error)) (T, error) {
 	type result struct {
-		ln  net.Listener
+		v   T
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
+		var zero T
 		// The thread goes back to its own namespace before it is unlocked. Letting it
 		// die instead is not an option: a process started from it with Pdeathsig
 		// (instance sshd) would be killed with it.
@@ -41,60 +55,76 @@ func listenInNetNS(netns, addr string) (net.Listener, error) {
 		self, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: err}
+			ch <- result{zero, err}
 			return
 		}
 		defer self.Close()
 		f, err := os.Open(filepath.Join("/run/netns", netns))
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: err}
+			ch <- result{zero, err}
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("entering network namespace %s: %w", netns, err)}
+			ch <- result{zero, fmt.Errorf("entering network namespace %s: %w", netns, err)}
 			return
 		}
-		ln, err := net.Listen("tcp", addr)
+		v, err := fn()
 		if rerr := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); rerr != nil {
 			// Stay locked: the runtime then retires this thread rather than reuse it
 			// in the wrong namespace.
-			if ln != nil {
-				ln.Close()
+			if err == nil {
+				v.Close()
 			}
-			ch <- result{err: fmt.Errorf("returning from network namespace %s: %w", netns, rerr)}
+			ch <- result{zero, fmt.Errorf("returning from network namespace %s: %w", netns, rerr)}
 			return
 		}
 		runtime.UnlockOSThread()
-		ch <- result{ln, err}
+		ch <- result{v, err}
 	}()
 	r := <-ch
-	return r.ln, r.err
+	return r.v, r.err
 }
 
-func startForwarder(netns string, addrs []string) (*forwarder, error) {
-	fw := &forwarder{cs: map[net.Conn]bool{}}
+// StartForwarder listens on each of addrs (loopback host:port) inside the named
+// network namespace and relays to the same address of the host. Close it to stop.
+func StartForwarder(netns string, addrs []string) (*Forwarder, error) {
+	fw := &Forwarder{cs: map[net.Conn]bool{}}
 	for _, a := range addrs {
 		host, _, err := net.SplitHostPort(a)
 		if err != nil || !net.ParseIP(host).IsLoopback() {
-			fw.close()
+			fw.Close()
 			return nil, fmt.Errorf("forwarding %q into instances: only loopback host:port addresses can be forwarded", a)
 		}
-		ln, err := listenInNetNS(netns, a)
+		ln, err := ListenInNetNS(netns, a)
 		if err != nil {
-			fw.close()
+			fw.Close()
 			return nil, fmt.Errorf("forwarding %s into instance namespace %s: %w", a, netns, err)
 		}
 		fw.lns = append(fw.lns, ln)
 		fw.wg.Add(1)
-		go fw.serve(ln, a)
+		go fw.serve(ln, func() (net.Conn, error) { return net.Dial("tcp", a) })
 	}
 	return fw, nil
 }
 
-func (fw *forwarder) track(c net.Conn, on bool) {
+// StartRelayInNetNS listens on listen inside the named network namespace and relays
+// each connection to target, dialled from inside the namespace too (e.g. from the
+// namespace's address to a service on its loopback). Close it to stop.
+func StartRelayInNetNS(netns, listen, target string) (*Forwarder, error) {
+	ln, err := ListenInNetNS(netns, listen)
+	if err != nil {
+		return nil, fmt.Errorf("relaying %s to %s in namespace %s: %w", listen, target, netns, err)
+	}
+	fw := &Forwarder{cs: map[net.Conn]bool{}, lns: []net.Listener{ln}}
+	fw.wg.Add(1)
+	go fw.serve(ln, func() (net.Conn, error) { return DialInNetNS(netns, target, 10*time.Second) })
+	return fw, nil
+}
+
+func (fw *Forwarder) track(c net.Conn, on bool) {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
 	if on {
@@ -104,7 +134,7 @@ func (fw *forwarder) track(c net.Conn, on bool) {
 	}
 }
 
-func (fw *forwarder) serve(ln net.Listener, target string) {
+func (fw *Forwarder) serve(ln net.Listener, dial func() (net.Conn, error)) {
 	defer fw.wg.Done()
 	for {
 		c, err := ln.Accept()
@@ -115,7 +145,7 @@ func (fw *forwarder) serve(ln net.Listener, target string) {
 		go func() {
 			defer fw.wg.Done()
 			defer c.Close()
-			up, err := net.Dial("tcp", target)
+			up, err := dial()
 			if err != nil {
 				return
 			}
@@ -133,8 +163,8 @@ func (fw *forwarder) serve(ln net.Listener, target string) {
 	}
 }
 
-// close stops listening, drops open connections and waits for the relays.
-func (fw *forwarder) close() error {
+// Close stops listening, drops open connections and waits for the relays.
+func (fw *Forwarder) Close() error {
 	var errs []error
 	for _, ln := range fw.lns {
 		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
