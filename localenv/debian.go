@@ -117,14 +117,16 @@ func tailString(s string, n int) string {
 }
 
 // debianVMRootVersion changes whenever debianVMSetup (or the units it installs) change.
-const debianVMRootVersion = "debian-12-vm-2"
+const debianVMRootVersion = "debian-12-vm-3"
 
 // debianVMPackages make the minbase root a machine that boots on its own: a kernel
 // with virtio (and Xen front-ends, like EC2's), GRUB 2 for BIOS boot, systemd and udev,
-// and Debian's cloud-init for the EC2 metadata service; curl for the forward relay
-// unit (guestForwardsScript). OpenSSH server and sudo come with the minbase root.
+// dbus and logind (login sessions, hostnamectl), and Debian's cloud-init for the EC2
+// metadata service; curl for the forward relay unit (guestForwardsScript). OpenSSH
+// server and sudo come with the minbase root.
 var debianVMPackages = []string{"linux-image-cloud-amd64", "initramfs-tools", "grub-pc", "systemd-sysv", "udev",
-	"cloud-init", "e2fsprogs", "ca-certificates", "iproute2", "procps", "less", "xfsprogs", "rsync", "curl"}
+	"cloud-init", "e2fsprogs", "ca-certificates", "iproute2", "procps", "less", "xfsprogs", "rsync", "curl",
+	"dbus", "libpam-systemd"}
 
 // debianVMSetup installs the packages into the minbase tree $1 (network through the
 // host's resolv.conf) and configures it the way Debian's EC2 images are: serial
@@ -153,6 +155,9 @@ datasource:
     max_wait: 60
     strict_id: false
 network: {config: disabled}
+# The instance's hostname (ip-A-B-C-D...) on 127.0.1.1: there is no VPC DNS here to
+# resolve it, and sudo warns about a hostname it cannot resolve.
+manage_etc_hosts: localhost
 system_info:
   default_user:
     name: admin

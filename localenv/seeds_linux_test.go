@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -239,7 +240,7 @@ func bootSeed(ctx context.Context, t *testing.T, kind SeedKind, img string, meta
 	}
 
 	addr := fmt.Sprintf("127.0.0.1:%d", sshPort)
-	deadline := time.Now().Add(4 * time.Minute)
+	deadline := time.Now().Add(6 * time.Minute)
 	for {
 		if banner, ok := sshBanner(addr); ok {
 			t.Logf("%s: boot to SSH banner %q: %s", kind, banner, time.Since(start).Round(100*time.Millisecond))
@@ -254,13 +255,15 @@ func bootSeed(ctx context.Context, t *testing.T, kind SeedKind, img string, meta
 		case <-time.After(time.Second):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no SSH banner on %s after 4 minutes; serial console:\n%s", addr, serialTail())
+			t.Fatalf("no SSH banner on %s after 6 minutes; serial console:\n%s", addr, serialTail())
 		}
 	}
 	console, err := os.ReadFile(serial)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// systemd colours its lines: compare the text without the escape sequences.
+	console = regexp.MustCompile("\x1b\\[[0-9;?]*[A-Za-z]").ReplaceAll(console, nil)
 	for _, want := range []string{"Linux version ", "Welcome to Debian GNU/Linux 12 (bookworm)!"} {
 		if !bytes.Contains(console, []byte(want)) {
 			t.Errorf("serial console lacks %q:\n%s", want, tailString(string(console), 3000))
