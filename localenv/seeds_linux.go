@@ -125,10 +125,8 @@ func SeedImage(ctx context.Context, kind SeedKind, logf func(string, ...any)) (s
 	if _, err := os.Stat(image); err == nil {
 		return image, nil
 	}
-	for _, tool := range []string{"mke2fs", "sfdisk", "sgdisk", "mkfs.vfat", "grub-mkimage"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return "", fmt.Errorf("building the %s seed image needs %s (Debian packages e2fsprogs, fdisk, gdisk, dosfstools, grub-common): %w", kind, tool, err)
-		}
+	if err := seedToolsPresent(layout); err != nil {
+		return "", fmt.Errorf("building the %s seed image: %w", kind, err)
 	}
 	work, err := os.MkdirTemp(cache, "seed-")
 	if err != nil {
@@ -146,6 +144,27 @@ func SeedImage(ctx context.Context, kind SeedKind, logf func(string, ...any)) (s
 		return "", err
 	}
 	return image, nil
+}
+
+// seedToolsPresent checks for the host tools a layout needs. GRUB itself comes from
+// the root (chroot), matching the modules it loads.
+func seedToolsPresent(l seedLayout) error {
+	tools := map[string]string{"mke2fs": "e2fsprogs", "tar": "tar"}
+	switch l.table {
+	case "dos":
+		tools["sfdisk"] = "fdisk"
+	case "gpt":
+		tools["sgdisk"] = "gdisk"
+	}
+	if l.esp != nil {
+		tools["mkfs.vfat"] = "dosfstools"
+	}
+	for tool, pkg := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s is missing (Debian package %s): %w", tool, pkg, err)
+		}
+	}
+	return nil
 }
 
 // buildSeed makes the image out from the root tarball, in work:
@@ -206,7 +225,7 @@ func buildSeed(ctx context.Context, kind SeedKind, layout seedLayout, tarball, w
 		}
 	}
 	if layout.table != "" {
-		if err := installGrubBIOS(ctx, f, root, work, layout, uuid); err != nil {
+		if err := installGrubBIOS(ctx, f, root, layout, uuid); err != nil {
 			return fmt.Errorf("installing GRUB: %w", err)
 		}
 	}
@@ -370,7 +389,7 @@ const (
 )
 
 // installGrubBIOS puts GRUB 2 for BIOS boot on the disk, as grub-install would:
-// core.img (grub-mkimage, from the root's own GRUB modules) in the gap after the MBR
+// core.img (the root's own grub-mkimage and modules) in the gap after the MBR
 // or in the BIOS boot partition, and boot.img in the MBR's boot code area, pointing
 // at it.
 //
@@ -382,27 +401,33 @@ const (
 // embedded configuration finds the root filesystem by UUID, wherever the disk ends up
 // (virtio, NVMe, Xen), and the blocklist grub-bios-setup would write is one contiguous
 // run of sectors right after core.img's first one.
-func installGrubBIOS(ctx context.Context, disk *os.File, root, work string, l seedLayout, uuid string) error {
-	moddir := filepath.Join(root, "usr", "lib", "grub", "i386-pc")
+func installGrubBIOS(ctx context.Context, disk *os.File, root string, l seedLayout, uuid string) error {
+	const moddir = "/usr/lib/grub/i386-pc"
 	partmod, partname := "part_msdos", "msdos"
 	if l.table == "gpt" {
 		partmod, partname = "part_gpt", "gpt"
 	}
-	early := filepath.Join(work, "early.cfg")
-	if err := os.WriteFile(early, []byte(fmt.Sprintf("search.fs_uuid %s root\nset prefix=($root)/boot/grub\n", uuid)), 0o644); err != nil {
+	// The root's own grub-mkimage (in a chroot), so core.img and the modules it loads
+	// from /boot/grub are one GRUB version. The tree is already in the image, so its
+	// /tmp is scratch now.
+	scratch, err := os.MkdirTemp(filepath.Join(root, "tmp"), "grub-")
+	if err != nil {
 		return err
 	}
-	corePath := filepath.Join(work, "core.img")
-	if err := run(ctx, "grub-mkimage", "-O", "i386-pc", "-d", moddir, "-o", corePath, "-c", early,
+	inRoot := "/" + strings.TrimPrefix(scratch, root+"/")
+	if err := os.WriteFile(filepath.Join(scratch, "early.cfg"), []byte(fmt.Sprintf("search.fs_uuid %s root\nset prefix=($root)/boot/grub\n", uuid)), 0o644); err != nil {
+		return err
+	}
+	if err := run(ctx, "chroot", root, "grub-mkimage", "-O", "i386-pc", "-d", moddir, "-o", inRoot+"/core.img", "-c", inRoot+"/early.cfg",
 		"-p", fmt.Sprintf("(hd0,%s%d)/boot/grub", partname, l.root.number),
 		"biosdisk", partmod, "ext2", "search_fs_uuid"); err != nil {
 		return err
 	}
-	core, err := os.ReadFile(corePath)
+	core, err := os.ReadFile(filepath.Join(scratch, "core.img"))
 	if err != nil {
 		return err
 	}
-	boot, err := os.ReadFile(filepath.Join(moddir, "boot.img"))
+	boot, err := os.ReadFile(filepath.Join(root, moddir, "boot.img"))
 	if err != nil {
 		return err
 	}

@@ -72,7 +72,7 @@ func TestSeedImages(t *testing.T) {
 				t.Errorf("root filesystem UUID %s is also %s's", uuid, other)
 			}
 			uuids[uuid] = kind
-			bootSeed(ctx, t, kind, img, kind != SeedHVMGPT)
+			bootSeed(ctx, t, kind, img, uuid, kind != SeedHVMGPT)
 		})
 	}
 }
@@ -165,7 +165,7 @@ func checkSeedLayout(t *testing.T, kind SeedKind, img string) string {
 
 // bootSeed boots img in qemu and waits for the SSH banner; with metadata, it serves a
 // metadata service (a key for admin, one forward) and logs in.
-func bootSeed(ctx context.Context, t *testing.T, kind SeedKind, img string, metadata bool) {
+func bootSeed(ctx context.Context, t *testing.T, kind SeedKind, img, uuid string, metadata bool) {
 	dir := t.TempDir()
 	serial := filepath.Join(dir, "serial.log")
 	sshPort := freePort(t)
@@ -300,6 +300,13 @@ func bootSeed(ctx context.Context, t *testing.T, kind SeedKind, img string, meta
 	wantRoot := map[SeedKind]string{SeedHVMMBR: "/dev/vda1", SeedPV: "/dev/vda", SeedEBSCloud: "/dev/nvme0n1p1"}[kind]
 	if got := runGuest("findmnt -no SOURCE,LABEL /"); got != wantRoot+" "+SeedRootLabel {
 		t.Errorf("guest's root: %q, want %q", got, wantRoot+" "+SeedRootLabel)
+	}
+	if kind != SeedPV {
+		// The kernel came through the image's own GRUB and grub.cfg.
+		cmdline := runGuest("cat /proc/cmdline")
+		if !strings.Contains(cmdline, "root=UUID="+uuid+" "+seedCmdline) {
+			t.Errorf("guest's kernel command line %q, want root=UUID=%s %s", cmdline, uuid, seedCmdline)
+		}
 	}
 	if got := runGuest("sudo -n id -u"); got != "0" {
 		t.Errorf("passwordless sudo: %q", got)
