@@ -117,13 +117,16 @@ func tailString(s string, n int) string {
 }
 
 // debianVMRootVersion changes whenever debianVMSetup (or the units it installs) change.
-const debianVMRootVersion = "debian-12-vm-1"
+const debianVMRootVersion = "debian-12-vm-3"
 
 // debianVMPackages make the minbase root a machine that boots on its own: a kernel
 // with virtio (and Xen front-ends, like EC2's), GRUB 2 for BIOS boot, systemd and udev,
-// and Debian's cloud-init for the EC2 metadata service.
+// dbus and logind (login sessions, hostnamectl), and Debian's cloud-init for the EC2
+// metadata service; curl for the forward relay unit (guestForwardsScript). OpenSSH
+// server and sudo come with the minbase root.
 var debianVMPackages = []string{"linux-image-cloud-amd64", "initramfs-tools", "grub-pc", "systemd-sysv", "udev",
-	"cloud-init", "e2fsprogs", "ca-certificates", "iproute2", "procps", "less", "xfsprogs", "rsync"}
+	"cloud-init", "e2fsprogs", "ca-certificates", "iproute2", "procps", "less", "xfsprogs", "rsync", "curl",
+	"dbus", "libpam-systemd"}
 
 // debianVMSetup installs the packages into the minbase tree $1 (network through the
 // host's resolv.conf) and configures it the way Debian's EC2 images are: serial
@@ -152,6 +155,9 @@ datasource:
     max_wait: 60
     strict_id: false
 network: {config: disabled}
+# The instance's hostname (ip-A-B-C-D...) on 127.0.1.1: there is no VPC DNS here to
+# resolve it, and sudo warns about a hostname it cannot resolve.
+manage_etc_hosts: localhost
 system_info:
   default_user:
     name: admin
@@ -161,6 +167,43 @@ system_info:
     sudo: ["ALL=(ALL) NOPASSWD:ALL"]
     shell: /bin/bash
 CFG
+# The initramfs gets the disk drivers of every platform the image may boot on (Xen
+# blkfront on Xen instances, NVMe on Nitro, virtio here), not only the build host's.
+printf '%s\n' xen-blkfront nvme virtio_blk virtio_scsi virtio_pci ext4 >> "$R/etc/initramfs-tools/modules"
+chroot "$R" update-initramfs -u -k all
+# Serial console for GRUB and the kernel (GetConsoleOutput shows ttyS0): what an
+# in-guest update-grub writes too.
+mkdir -p "$R/etc/default/grub.d"
+cat > "$R/etc/default/grub.d/50-instancestore.cfg" <<'CFG'
+GRUB_TIMEOUT=0
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200 net.ifnames=0"
+GRUB_TERMINAL="console serial"
+GRUB_SERIAL_COMMAND="serial --speed=115200"
+CFG
+cat > "$R/etc/systemd/system/instancestore-ssh-hostkeys.service" <<'UNIT'
+# SSH host keys are made at first boot, never baked into the image. cloud-init's ssh
+# module makes them when it runs (it is ordered before ssh.service); this unit makes
+# any still missing, so sshd starts even when cloud-init found no datasource or is
+# disabled.
+[Unit]
+Description=Generate missing SSH host keys
+After=cloud-init.service
+Before=ssh.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=ssh.service
+UNIT
+chroot "$R" systemctl enable instancestore-ssh-hostkeys.service >/dev/null
+install -m 0755 /dev/stdin "$R/usr/local/sbin/instancestore-localenv-forwards" <<'SCRIPT'
+` + guestForwardsScript + `SCRIPT
+cat > "$R/etc/systemd/system/instancestore-localenv-forwards.service" <<'UNIT'
+` + guestForwardsUnit + `UNIT
+chroot "$R" systemctl enable instancestore-localenv-forwards.service >/dev/null
 rm -f "$R"/etc/ssh/ssh_host_* "$R/etc/machine-id" "$R/var/lib/dbus/machine-id"
 : > "$R/etc/machine-id"
 rm -f "$R/etc/resolv.conf"
