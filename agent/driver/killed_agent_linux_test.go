@@ -26,6 +26,7 @@ import (
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	sshcomm "github.com/hashicorp/packer-plugin-sdk/sdk-internals/communicator/ssh"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/instancestore/packer-plugin-instancestore/agent"
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
@@ -74,13 +75,13 @@ func TestKilledAgentSwept(t *testing.T) {
 	}
 	sh := func(cmd string) string {
 		t.Helper()
-		var out bytes.Buffer
-		rc := &packersdk.RemoteCmd{Command: cmd, Stdout: &out, Stderr: &out}
+		var out, errOut bytes.Buffer
+		rc := &packersdk.RemoteCmd{Command: cmd, Stdout: &out, Stderr: &errOut}
 		if err := comm.Start(ctx, rc); err != nil {
 			t.Fatalf("%s on the instance: %v", cmd, err)
 		}
 		if st := rc.Wait(); st != 0 {
-			t.Fatalf("%s on the instance: exit %d: %s", cmd, st, out.String())
+			t.Fatalf("%s on the instance: exit %d: %s%s", cmd, st, out.String(), errOut.String())
 		}
 		return out.String()
 	}
@@ -121,8 +122,8 @@ func TestKilledAgentSwept(t *testing.T) {
 		sc := bufio.NewScanner(stdoutR)
 		for sc.Scan() {
 			var e agent.Event
-			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Type == agent.EventLog {
-				msgs = append(msgs, e.Message)
+			if json.Unmarshal(sc.Bytes(), &e) == nil && (e.Type == agent.EventLog || e.Type == agent.EventError) {
+				msgs = append(msgs, string(e.Type)+": "+e.Message)
 			}
 		}
 		logs <- msgs
@@ -132,24 +133,40 @@ func TestKilledAgentSwept(t *testing.T) {
 	// The moment: the agent (its host PID, found by its unique path) has the volume's
 	// bind mount in its scratch, which Build makes just before the copy starts.
 	pid, copying := waitForCopy(t, agentDir+"/instancestore-bundler")
+	// Then until files are landing in the image: 16 MiB more in use on its filesystem.
+	imageFS := fmt.Sprintf("/proc/%d/root%s", pid, strings.TrimSuffix(copying, "/volume")+"/mnt")
+	base, used := int64(-1), int64(0)
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		var st unix.Statfs_t
+		if err := unix.Statfs(imageFS, &st); err != nil {
+			t.Fatalf("the image's filesystem: %v", err)
+		}
+		if used = int64(st.Blocks-st.Bfree) * st.Bsize; base < 0 {
+			base = used
+		}
+		if used-base >= 16<<20 {
+			break
+		}
+	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("SIGKILL of the agent: %v", err)
 	}
-	t.Logf("SIGKILL of the agent (host pid %d) at: %s", pid, copying)
+	t.Logf("SIGKILL of the agent (host pid %d) while copying into %s: %d MiB copied of about 207", pid, copying, (used-base)>>20)
 	var firstLog []string
 	select {
 	case firstLog = <-logs:
 	case <-time.After(time.Minute):
 		t.Fatal("the killed agent's session did not end")
 	}
+	t.Logf("the killed agent said:\n%s", strings.Join(firstLog, "\n"))
 	for _, m := range firstLog {
-		if strings.Contains(m, "copied in") {
+		if strings.Contains(m, "copied in") || strings.HasPrefix(m, string(agent.EventError)) {
 			t.Fatalf("the kill came after the copy had finished: %q", m)
 		}
 	}
 
 	// What the dead run left: its marker, its mounts, its loop device, its scratch.
-	markers := strings.Fields(sh("ls " + agent.StateDir))
+	markers := strings.Fields(sh("sudo -n ls " + agent.StateDir))
 	if len(markers) != 2 {
 		t.Fatalf("%s holds %v, want the dead run's marker and lock", agent.StateDir, markers)
 	}
@@ -157,13 +174,14 @@ func TestKilledAgentSwept(t *testing.T) {
 		PID int    `json:"pid"`
 		Dir string `json:"dir"`
 	}
-	if err := json.Unmarshal([]byte(sh("cat "+agent.StateDir+"/*.json")), &marker); err != nil || !strings.HasPrefix(marker.Dir, "/var/tmp/instancestore-run-") {
+	if err := json.Unmarshal([]byte(sh("sudo -n sh -c 'cat "+agent.StateDir+"/*.json'")), &marker); err != nil || !strings.HasPrefix(marker.Dir, "/var/tmp/instancestore-run-") {
 		t.Fatalf("the dead run's marker: %+v, %v", marker, err)
 	}
-	mountsLeft := mountsUnder(sh("cat /proc/self/mountinfo"), marker.Dir)
+	mi := sh("sed -n p /proc/self/mountinfo")
+	mountsLeft := mountsUnder(mi, marker.Dir)
 	loopsLeft := hostLoopsBacking(t, marker.Dir)
 	if len(mountsLeft) < 2 || len(loopsLeft) < 1 {
-		t.Fatalf("after the kill: mounts %v, loop devices %v under %s; want the image's mount and the volume's bind mount, and the image's loop device", mountsLeft, loopsLeft, marker.Dir)
+		t.Fatalf("after the kill: mounts %v (of\n%s), loop devices %v under %s; want the image's mount and the volume's bind mount, and the image's loop device", mountsLeft, mi, loopsLeft, marker.Dir)
 	}
 	t.Logf("left by the killed run %d: mounts %v, loop devices %v, scratch %s", marker.PID, mountsLeft, loopsLeft, marker.Dir)
 
@@ -222,7 +240,7 @@ func TestKilledAgentSwept(t *testing.T) {
 	}
 
 	// Nothing left of either run.
-	if m := mountsUnder(sh("cat /proc/self/mountinfo"), "/var/tmp"); len(m) != 0 {
+	if m := mountsUnder(sh("sed -n p /proc/self/mountinfo"), "/var/tmp"); len(m) != 0 {
 		t.Errorf("mounts left under /var/tmp: %v", m)
 	}
 	if l := hostLoopsBacking(t, "/instancestore-run-"); len(l) != 0 {
