@@ -131,6 +131,9 @@ func TestAcceptanceAskRetry(t *testing.T) {
 	if !strings.Contains(output, "AccessDenied") || !strings.Contains(output, `Step "stepBundle" failed`) {
 		t.Errorf("the output does not show the bundle step failing on the denied PUT")
 	}
+	if strings.Contains(output, "Provisioning step had errors") {
+		t.Errorf("after the retry passed, the cleanups acted as after an error (the error-cleanup-provisioner would run)")
+	}
 
 	data, err := os.ReadFile(filepath.Join(outDir, "packer-manifest.json"))
 	if err != nil {
