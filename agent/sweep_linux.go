@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -117,9 +118,13 @@ func sweepDir(m runMarker) []string {
 		return []string{fmt.Sprintf("sweeping the dead run %d: %v", m.PID, err)}
 	}
 	var points []string
+	fromMount := map[string]string{} // loop device -> the mount point it was the source of
 	for _, mt := range mounts {
 		if under(mt.Point) {
 			points = append(points, mt.Point)
+			if isLoopNode(mt.Source) {
+				fromMount[mt.Source] = mt.Point
+			}
 		}
 	}
 	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
@@ -132,13 +137,46 @@ func sweepDir(m runMarker) []string {
 		}
 		done = append(done, "mount "+p)
 	}
+	// The run's loop devices: the sources of its mounts, and every device whose
+	// backing file is in its directory, by sysfs and, where the instance has no sysfs
+	// mounted (containers, namespace instances), by each /dev/loopN node's status.
+	// A device is only detached while its backing file is still the run's: an
+	// autoclear device is freed by its unmount, and may be someone else's by now.
+	cands := map[string]bool{}
+	for dev := range fromMount {
+		cands[dev] = true
+	}
 	backing, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
 	for _, bf := range backing {
 		b, err := os.ReadFile(bf)
-		if err != nil || !under(strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")) {
-			continue
+		if err == nil && under(strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")) {
+			cands["/dev/"+filepath.Base(filepath.Dir(filepath.Dir(bf)))] = true
 		}
-		dev := "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(bf)))
+	}
+	nodes, _ := filepath.Glob("/dev/loop[0-9]*")
+	for _, n := range nodes {
+		if isLoopNode(n) {
+			if name, bound := loopBacking(n); bound && loopNameUnder(name, dir) {
+				cands[n] = true
+			}
+		}
+	}
+	devs := make([]string, 0, len(cands))
+	for d := range cands {
+		devs = append(devs, d)
+	}
+	sort.Strings(devs)
+	for _, dev := range devs {
+		name, bound := loopBacking(dev)
+		switch {
+		case !bound && fromMount[dev] != "":
+			done = append(done, "loop device "+dev+" (released with "+fromMount[dev]+")")
+			continue
+		case !bound:
+			continue // detached meanwhile
+		case !loopNameUnder(name, dir) && !sysfsBackingUnder(dev, under):
+			continue // reused by someone else after its unmount
+		}
 		f, err := os.OpenFile(dev, os.O_RDWR, 0)
 		if err == nil {
 			err = unix.IoctlSetInt(int(f.Fd()), unix.LOOP_CLR_FD, 0)
@@ -160,6 +198,51 @@ func sweepDir(m runMarker) []string {
 		what = "removed " + strings.Join(done, ", ")
 	}
 	return append([]string{fmt.Sprintf("swept what a dead agent run left (pid %d, started %s): %s", m.PID, m.Started.Format(time.RFC3339), what)}, msgs...)
+}
+
+// isLoopNode reports whether p names a loop device node, /dev/loopN.
+func isLoopNode(p string) bool {
+	n, ok := strings.CutPrefix(p, "/dev/loop")
+	if !ok || n == "" {
+		return false
+	}
+	for _, c := range n {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// loopBacking returns the backing file name a loop device reports (LOOP_GET_STATUS64:
+// the name given when it was set up, cut to 63 bytes) and whether it is bound.
+func loopBacking(dev string) (string, bool) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+	if err != nil {
+		return "", false // ENXIO: free
+	}
+	name := info.File_name[:]
+	if i := bytes.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
+	return string(name), true
+}
+
+// loopNameUnder reports whether a loop device's (possibly cut) backing name is a file
+// in dir: the name must hold all of dir and the slash after it.
+func loopNameUnder(name, dir string) bool {
+	return strings.HasPrefix(name, dir+"/")
+}
+
+// sysfsBackingUnder reports whether sysfs shows dev's backing file in the directory.
+func sysfsBackingUnder(dev string, under func(string) bool) bool {
+	b, err := os.ReadFile("/sys/block/" + filepath.Base(dev) + "/loop/backing_file")
+	return err == nil && under(strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)"))
 }
 
 // markRun runs startRun for a volume request and returns the request with the run's

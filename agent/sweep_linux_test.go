@@ -69,7 +69,8 @@ func TestSweepAfterSIGKILL(t *testing.T) {
 	child.Wait()
 	msgs := Sweep(stateDir)
 	t.Logf("sweep: %v", msgs)
-	if len(msgs) != 1 || !strings.Contains(msgs[0], "swept what a dead agent run left (pid 4242") || !strings.Contains(msgs[0], "mount "+mnt) {
+	if len(msgs) != 1 || !strings.Contains(msgs[0], "swept what a dead agent run left (pid 4242") || !strings.Contains(msgs[0], "mount "+mnt) ||
+		!strings.Contains(msgs[0], "loop device "+loop) {
 		t.Fatalf("sweep after the kill said %v", msgs)
 	}
 	if mounted(t, mnt) {

@@ -77,7 +77,10 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	b.runner = commonsteps.NewRunner(b.steps(ctx, client, awsCfg, generatedData), c.PackerConfig, ui)
 	b.runner.Run(ctx, state)
 
-	if err, ok := state.GetOk(keyError); ok {
+	// An error stays in the state after -on-error=ask's "retry" made its step
+	// pass: only a build that was halted or cancelled failed (else a retried build
+	// would report failure and, with no artifact, leave its AMI and bundle behind).
+	if err, ok := state.GetOk(keyError); ok && failed(state) {
 		return nil, err.(error)
 	}
 	images := amis(state)

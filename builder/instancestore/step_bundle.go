@@ -95,6 +95,12 @@ func (s *stepBundle) Run(ctx context.Context, state multistep.StateBag) multiste
 	}
 	state.Put(keyBundle, s.uploaded)
 	s.GeneratedData.Put("BundleManifest", "s3://"+res.ManifestLocation)
+	if s.attempts > 1 {
+		// Packer's ask step leaves the failed attempt's error in the state: the build
+		// would end as failed, and the SDK's cleanups (the error-cleanup-provisioner)
+		// would act as after an error.
+		state.Remove(keyError)
+	}
 	return multistep.ActionContinue
 }
 

@@ -61,9 +61,12 @@ func TestStepBundleRetryIsClean(t *testing.T) {
 	if n := countParts(s.objects(t, bucket), c.BundlePrefix); n != 4 {
 		t.Fatalf("the injected failure left %d parts, want 4", n)
 	}
-	st.Remove("error")
+	// Packer's ask step re-runs Run with the first attempt's error still in the state.
 	if got := step.Run(ctx, st); got != multistep.ActionContinue {
 		t.Fatalf("retry: %v (%v)", got, st.Get("error"))
+	}
+	if err, ok := st.GetOk("error"); ok {
+		t.Fatalf("the retry passed but the failed attempt's error is still in the state (the build would fail, its cleanups act as after an error): %v", err)
 	}
 	m, err := b.GetManifest(ctx, c.BundlePrefix)
 	if err != nil {

@@ -54,8 +54,10 @@ func (p params) indices(name string) []int {
 		}
 		rest := k[len(pre):]
 		n, _, _ := strings.Cut(rest, ".")
+		// Only the index as written, without a sign or leading zeros: list and
+		// structs read name.N back by it ("ImageId.01" is no ImageId.1).
 		i, err := strconv.Atoi(n)
-		if err == nil && i > 0 {
+		if err == nil && i > 0 && strconv.Itoa(i) == n {
 			seen[i] = true
 		}
 	}

@@ -24,9 +24,12 @@ const (
 	// FaultStall holds the request without answering for Faults.Stall, then closes
 	// the connection.
 	FaultStall FaultKind = "Stall"
+	// FaultAccessDenied answers 403 AccessDenied, as a bucket policy that denies the
+	// request does: not a transient fault, so no client retries it. Not in AllFaults.
+	FaultAccessDenied FaultKind = "AccessDenied"
 )
 
-// AllFaults are the kinds a Faults with no Kinds picks from.
+// AllFaults are the transient kinds a Faults with no Kinds picks from.
 var AllFaults = []FaultKind{FaultInternalError, FaultServiceUnavailable, FaultSlowDown, FaultReset, FaultStall}
 
 // Faults makes a Front fail a fraction of requests before they reach the backend.
@@ -108,10 +111,13 @@ func (f *Front) FaultCounts() map[FaultKind]int {
 // inject fails r and returns the status answered (0 when there was no answer).
 func (f *Front) inject(w http.ResponseWriter, r *http.Request, kind FaultKind) int {
 	switch kind {
-	case FaultInternalError, FaultServiceUnavailable, FaultSlowDown:
+	case FaultInternalError, FaultServiceUnavailable, FaultSlowDown, FaultAccessDenied:
 		// Read the body first so that the client sees the answer, not a broken pipe.
 		io.Copy(io.Discard, io.LimitReader(r.Body, 1<<30))
 		switch kind {
+		case FaultAccessDenied:
+			writeS3Error(w, http.StatusForbidden, "AccessDenied", "Access Denied", nil)
+			return http.StatusForbidden
 		case FaultInternalError:
 			writeS3Error(w, http.StatusInternalServerError, "InternalError", "We encountered an internal error. Please try again.", nil)
 			return http.StatusInternalServerError
