@@ -32,10 +32,10 @@ type stepBundle struct {
 }
 
 // manifestConfig is what the manifest says besides the bundle itself: the owner, the
-// kernel and RAM disk, and the block device mappings (see manifestMappings: the root
-// device and the instance store volumes the new AMI inherits, mappings.go).
+// kernel and RAM disk, and the block device mappings (the root device and the
+// instance store volumes the new AMI inherits, mappings.go).
 func manifestConfig(c *Config, account, rootDevice string, src *ec2types.Image) bundle.ManifestConfig {
-	mc := bundle.ManifestConfig{User: account, BlockDeviceMappings: manifestMappings(rootDevice, amiMappings(c, src))}
+	mc := bundle.ManifestConfig{User: account, BlockDeviceMappings: driver.ManifestMappings(rootDevice, amiMappings(c, src))}
 	if c.AMIVirtType == "paravirtual" {
 		mc.KernelID, mc.RamdiskID = c.AMIKernelId, c.AMIRamdiskId
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/hashicorp/packer-plugin-amazon/common/clients"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
+
+	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
 )
 
 // stepRegisterAMI registers the uploaded bundle as an AMI in the build region and waits
@@ -43,7 +45,7 @@ func (s *stepRegisterAMI) input(state multistep.StateBag) *ec2.RegisterImageInpu
 		Architecture:        ec2types.ArchitectureValues(c.AMIArchitecture),
 		VirtualizationType:  aws.String(c.AMIVirtType),
 		RootDeviceName:      aws.String(rootDeviceName(sourceImage(state))),
-		BlockDeviceMappings: amiMappings(c, sourceImage(state)),
+		BlockDeviceMappings: driver.EC2Mappings(amiMappings(c, sourceImage(state))),
 	}
 	if c.AMIVirtType == "paravirtual" {
 		in.KernelId = nonEmpty(c.AMIKernelId)
