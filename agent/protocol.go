@@ -56,6 +56,11 @@ type Request struct {
 	Attempts         int `json:"attempts,omitempty"`      // tries per part (default presigned.DefaultRetry)
 	// ProgressMillis is the interval of progress events (default 1000).
 	ProgressMillis int `json:"progress_millis,omitempty"`
+	// MetadataURL is the instance metadata service whose block-device-mapping/ the
+	// agent reads and reports in its result, as ec2-bundle-vol does (the host checks it
+	// against the mapping it computed). "" reads nothing. The driver sets MetadataURL
+	// for ModeVolume; only tests point it elsewhere (no user option sets it).
+	MetadataURL string `json:"metadata_url,omitempty"`
 	// WorkDir is the private directory the host put the agent in: removed when the
 	// agent exits, whatever happened, so that nothing is left on the instance even if
 	// the connection is gone.
@@ -193,6 +198,20 @@ type ResultEvent struct {
 	Size        int64       `json:"size"`
 	BundledSize int64       `json:"bundled_size"`
 	Parts       []PartEvent `json:"parts"`
+	// Metadata is what the instance's metadata service said, when the request asked
+	// (Request.MetadataURL).
+	Metadata *MetadataReport `json:"metadata,omitempty"`
+}
+
+// MetadataReport is the instance's block-device-mapping/ as its metadata service
+// lists it.
+type MetadataReport struct {
+	// Read is true when the service answered: BlockDeviceMapping is then what it
+	// lists (virtual name -> device: ami, root, ephemeralN, swap).
+	Read               bool              `json:"read"`
+	BlockDeviceMapping map[string]string `json:"block_device_mapping,omitempty"`
+	// Note says why nothing was read (no service, a refused request).
+	Note string `json:"note,omitempty"`
 }
 
 // BundleResult converts r to the bundle package's Result.
