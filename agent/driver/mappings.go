@@ -2,13 +2,16 @@ package driver
 
 import (
 	"fmt"
+	"log"
 	"sort"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	awscommon "github.com/hashicorp/packer-plugin-amazon/common"
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
+	"github.com/instancestore/packer-plugin-instancestore/agent"
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
 )
 
@@ -168,13 +171,7 @@ func ManifestMappings(rootDevice string, ms []Mapping) []bundle.BlockDeviceMappi
 // they agree. Device names are compared the way EC2 renames them for the guest: sdb
 // and xvdb are the same device.
 func CompareMappings(computed, instance []Mapping, computedFrom string) []string {
-	key := func(dev string) string {
-		d := strings.TrimPrefix(dev, "/dev/")
-		if strings.HasPrefix(d, "xvd") {
-			d = "sd" + strings.TrimPrefix(d, "xvd")
-		}
-		return d
-	}
+	key := deviceKey
 	host := map[string]Mapping{}
 	for _, m := range computed {
 		if !m.NoDevice {
@@ -202,4 +199,71 @@ func CompareMappings(computed, instance []Mapping, computedFrom string) []string
 	}
 	sort.Strings(out)
 	return out
+}
+
+// MappingPlan is how a component computes its new AMI's block device mapping.
+type MappingPlan struct {
+	// RootDevice is the AMI's root device name (/dev/sda1): the manifest's ami and
+	// root entries.
+	RootDevice string
+	// Inherited are the instance store volumes the component knows the instance has
+	// (see ImageMappings, ApplyLaunchMappings); InheritedFrom says where they come
+	// from, for the warnings ("the source AMI's block device mappings").
+	Inherited     []Mapping
+	InheritedFrom string
+	// FromInstance takes the inherited entries from the instance's metadata service
+	// (the provisioner, which knows nothing else), Inherited when it cannot be read.
+	FromInstance bool
+	// AMI is ami_block_device_mappings: applied last, by device name.
+	AMI awscommon.BlockDevices
+}
+
+// resolve is the new AMI's mapping once the agent reported the instance's metadata
+// service: the service's entries are the inherited ones (FromInstance), or are checked
+// against Inherited, with a warning for every difference.
+func (p *MappingPlan) resolve(report *agent.MetadataReport, ui packersdk.Ui) []Mapping {
+	inherited := p.Inherited
+	switch {
+	case report == nil:
+	case !report.Read:
+		log.Printf("[INFO] the new AMI's block device mapping is not checked against the instance's metadata service: %s", report.Note)
+	case p.FromInstance:
+		inherited = InstanceMappings(report.BlockDeviceMapping)
+		ui.Sayf("The instance's metadata service lists instance store volumes %s: the new AMI inherits them", mappingList(inherited))
+	default:
+		diffs := CompareMappings(p.Inherited, InstanceMappings(report.BlockDeviceMapping), p.InheritedFrom)
+		for _, d := range diffs {
+			ui.Error("Warning: " + d)
+		}
+		if len(diffs) > 0 {
+			ui.Error(fmt.Sprintf("Warning: the new AMI maps %s (from %s, then ami_block_device_mappings); set ami_block_device_mappings to map what the instance has", mappingList(AMIMappings(p.Inherited, p.AMI)), p.InheritedFrom))
+		}
+	}
+	if report != nil && report.Read {
+		if root := report.BlockDeviceMapping["root"]; root != "" && deviceKey(root) != deviceKey(p.RootDevice) {
+			ui.Error(fmt.Sprintf("Warning: the instance's metadata service says its root device is %s, the new AMI's root device is %s", root, p.RootDevice))
+		}
+	}
+	return AMIMappings(inherited, p.AMI)
+}
+
+func mappingList(ms []Mapping) string {
+	if len(ms) == 0 {
+		return "no instance store volume"
+	}
+	s := make([]string, len(ms))
+	for i, m := range ms {
+		s[i] = m.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// deviceKey is a device name as the guest may see it either way: sdb and xvdb are
+// the same device (EC2 renames them for Xen guests).
+func deviceKey(dev string) string {
+	d := strings.TrimPrefix(dev, "/dev/")
+	if strings.HasPrefix(d, "xvd") {
+		d = "sd" + strings.TrimPrefix(d, "xvd")
+	}
+	return d
 }
