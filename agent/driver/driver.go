@@ -179,7 +179,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	mcfg.Architecture = cfg.Architecture
 	var mappings []Mapping
 	if cfg.Mappings != nil {
-		mappings = cfg.Mappings.resolve(metadata, cfg.Ui)
+		mappings = cfg.Mappings.Resolve(metadata, cfg.Ui)
 		mcfg.BlockDeviceMappings = ManifestMappings(cfg.Mappings.RootDevice, mappings)
 	}
 	m, err := bundle.NewManifest(bres, mcfg, key, ec2Cert, userCert)

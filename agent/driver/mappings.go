@@ -218,10 +218,10 @@ type MappingPlan struct {
 	AMI awscommon.BlockDevices
 }
 
-// resolve is the new AMI's mapping once the agent reported the instance's metadata
+// Resolve is the new AMI's mapping once the agent reported the instance's metadata
 // service: the service's entries are the inherited ones (FromInstance), or are checked
 // against Inherited, with a warning for every difference.
-func (p *MappingPlan) resolve(report *agent.MetadataReport, ui packersdk.Ui) []Mapping {
+func (p *MappingPlan) Resolve(report *agent.MetadataReport, ui packersdk.Ui) []Mapping {
 	inherited := p.Inherited
 	switch {
 	case report == nil:

@@ -51,7 +51,15 @@ func driverConfig(c *Config, comm packersdk.Communicator, ui packersdk.Ui, state
 		Architecture: c.AMIArchitecture,
 		AgentBinary:  c.AgentBinary,
 		Manifest:     manifestConfig(c, accountID(state), rootDeviceName(sourceImage(state)), sourceImage(state)),
-		Job:          c.Options.Request(agent.ModeVolume),
+		// The same mapping as manifestConfig's, and the agent's cross-check with the
+		// instance's metadata service: a warning names what differs.
+		Mappings: &driver.MappingPlan{
+			RootDevice:    rootDeviceName(sourceImage(state)),
+			Inherited:     inheritedMappings(c, sourceImage(state)),
+			InheritedFrom: inheritedFrom,
+			AMI:           c.AMIMappings,
+		},
+		Job: c.Options.Request(agent.ModeVolume),
 	}
 	dc.Job.Volume = c.VolumeOptions.VolumeRequest("/")
 	var err error
