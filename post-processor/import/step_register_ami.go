@@ -11,6 +11,8 @@ import (
 	awscommon "github.com/hashicorp/packer-plugin-amazon/common"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
+
+	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
 )
 
 // stepRegisterAMI registers the uploaded bundle and waits until the AMI is available.
@@ -32,7 +34,7 @@ func (s *stepRegisterAMI) input(state multistep.StateBag) *ec2.RegisterImageInpu
 		Architecture:        ec2types.ArchitectureValues(c.AMIArchitecture),
 		VirtualizationType:  aws.String(virt),
 		RootDeviceName:      aws.String(rootDevice(c, virt)),
-		BlockDeviceMappings: c.AMIMappings.BuildEC2BlockDeviceMappings(),
+		BlockDeviceMappings: driver.EC2Mappings(amiMappings(c)),
 	}
 	if virt == "paravirtual" {
 		in.KernelId = nonEmpty(c.AMIKernelId)
