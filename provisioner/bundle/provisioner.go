@@ -73,8 +73,8 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 		RemoteFolder:     c.RemoteFolder,
 		ProgressInterval: c.ProgressInterval,
 		Manifest:         format.ManifestConfig{User: account, KernelID: c.AMIKernelId, RamdiskID: c.AMIRamdiskId},
-		Mappings: mappingPlan(c),
-		EC2Cert:  keys.EC2Cert, UserCert: keys.UserCert, UserKey: keys.UserKey,
+		Mappings:         mappingPlan(c),
+		EC2Cert:          keys.EC2Cert, UserCert: keys.UserCert, UserKey: keys.UserKey,
 	}
 	if c.BundleImage != "" {
 		dcfg.Job = c.Options.Request(agent.ModeImage)
