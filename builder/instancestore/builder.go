@@ -166,12 +166,13 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			SSMAgentEnabled:  c.SSMAgentEnabled(),
 			SSHConfig:        &c.Comm.SSH,
 		},
-		&communicator.StepConnect{
+		// On a timeout the last lines of the instance's console tell why.
+		&stepConnect{Connect: &communicator.StepConnect{
 			Config:    &c.RunConfig.Comm,
 			Host:      awscommon.SSHHost(ctx, client, c.SSHInterface, c.Comm.Host()),
 			SSHPort:   awscommon.Port(c.SSHInterface, c.Comm.Port()),
 			SSHConfig: c.RunConfig.Comm.SSHConfigFunc(),
-		},
+		}},
 		&awscommon.StepSetGeneratedData{GeneratedData: generatedData},
 		&commonsteps.StepProvision{},
 		&commonsteps.StepCleanupTempKeys{Comm: &c.RunConfig.Comm},
