@@ -19,6 +19,8 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep/commonsteps"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/hashicorp/packer-plugin-sdk/packerbuilderdata"
+
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 )
 
 // BuilderId identifies this builder's artifacts.
@@ -106,7 +108,7 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			SubnetId:        c.SubnetId,
 			HasSubnetFilter: !c.SubnetFilter.Empty(),
 		},
-		&stepAccountID{Options: &c.Options},
+		&steps.StepAccountID{Options: &c.Options},
 		&awscommon.StepSourceAMIInfo{
 			SourceAmi:                c.SourceAmi,
 			EnableAMISriovNetSupport: c.AMISriovNetSupport,
@@ -115,7 +117,7 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			AMIVirtType:              c.AMIVirtType,
 		},
 		&stepCheckSourceAMI{InstanceTypes: c.instanceTypes(), Virtualization: c.AMIVirtType},
-		&stepPreflightBucket{Options: &c.Options},
+		&steps.StepPreflightBucket{Options: &c.Options},
 		&awscommon.StepNetworkInfo{
 			VpcId:                    c.VpcId,
 			VpcFilter:                c.VpcFilter,
@@ -186,12 +188,7 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			Regions:         c.AMIRegions,
 		},
 		&stepBundle{GeneratedData: generatedData},
-		&stepRegisterAMI{
-			PollingConfig:            c.PollingConfig,
-			EnableAMIENASupport:      c.AMIENASupport,
-			EnableAMISriovNetSupport: c.AMISriovNetSupport,
-			IMDSSupport:              c.AMIIMDSSupport,
-		},
+		registerStep(c),
 		&awscommon.StepAMIRegionCopy{
 			AccessConfig:   &c.AccessConfig,
 			Regions:        c.AMIRegions,
@@ -223,7 +220,7 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			AccessConfig:             &c.AccessConfig,
 			DeregistrationProtection: &c.DeregistrationProtection,
 		},
-		&stepManifestLocations{},
+		&steps.StepManifestLocations{},
 	}
 }
 

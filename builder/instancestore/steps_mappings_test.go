@@ -3,6 +3,7 @@ package instancestore
 import (
 	"bytes"
 	"context"
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 	"slices"
 	"strings"
 	"testing"
@@ -66,7 +67,7 @@ func TestInheritedMappings(t *testing.T) {
 			st.Put(keySourceImage, s.source)
 			st.Put(keyBundle, loc)
 			c.AMIArchitecture = "x86_64"
-			if (&stepRegisterAMI{PollingConfig: new(awscommon.AWSPollingConfig)}).Run(context.Background(), st) != multistep.ActionContinue {
+			if (&steps.StepRegisterAMI{Input: registerInput, PollingConfig: new(awscommon.AWSPollingConfig)}).Run(context.Background(), st) != multistep.ActionContinue {
 				t.Fatalf("register: %v", st.Get(keyError))
 			}
 			imgs := s.images(t, c.AMIName)

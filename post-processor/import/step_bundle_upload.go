@@ -14,6 +14,7 @@ import (
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
 	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 	"github.com/instancestore/packer-plugin-instancestore/s3/presigned"
@@ -176,6 +177,10 @@ func (s *stepBundleUpload) Run(ctx context.Context, state multistep.StateBag) mu
 // a PUT in flight when the run stopped may still land.
 func (s *stepBundleUpload) Cleanup(state multistep.StateBag) {
 	if !failed(state) || len(s.issued) == 0 {
+		return
+	}
+	if ami := steps.BundleInUse(state); ami != "" {
+		ui(state).Error(fmt.Sprintf("Keeping the bundle in %s: AMI %s could not be deregistered and still uses it", bucketOf(state), ami))
 		return
 	}
 	names := make([]string, 0, len(s.issued))
