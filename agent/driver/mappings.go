@@ -225,6 +225,8 @@ func (p *MappingPlan) Resolve(report *agent.MetadataReport, ui packersdk.Ui) []M
 	inherited := p.Inherited
 	switch {
 	case report == nil:
+	case !report.Read && p.FromInstance:
+		ui.Sayf("The instance's metadata service could not be read (%s): the new AMI inherits no instance store volume", report.Note)
 	case !report.Read:
 		log.Printf("[INFO] the new AMI's block device mapping is not checked against the instance's metadata service: %s", report.Note)
 	case p.FromInstance:
