@@ -231,14 +231,14 @@ func (p *MappingPlan) Resolve(report *agent.MetadataReport, ui packersdk.Ui) []M
 		log.Printf("[INFO] the new AMI's block device mapping is not checked against the instance's metadata service: %s", report.Note)
 	case p.FromInstance:
 		inherited = InstanceMappings(report.BlockDeviceMapping)
-		ui.Sayf("The instance's metadata service lists instance store volumes %s: the new AMI inherits them", mappingList(inherited))
+		ui.Sayf("Instance store volumes the new AMI inherits from the instance's metadata service: %s", mappingList(inherited))
 	default:
 		diffs := CompareMappings(p.Inherited, InstanceMappings(report.BlockDeviceMapping), p.InheritedFrom)
 		for _, d := range diffs {
 			ui.Error("Warning: " + d)
 		}
 		if len(diffs) > 0 {
-			ui.Error(fmt.Sprintf("Warning: the new AMI maps %s (from %s, then ami_block_device_mappings); set ami_block_device_mappings to map what the instance has", mappingList(AMIMappings(p.Inherited, p.AMI)), p.InheritedFrom))
+			ui.Error(fmt.Sprintf("Warning: the new AMI's instance store volumes are %s (from %s, then ami_block_device_mappings); set ami_block_device_mappings to map what the instance has", mappingList(AMIMappings(p.Inherited, p.AMI)), p.InheritedFrom))
 		}
 	}
 	if report != nil && report.Read {
@@ -251,7 +251,7 @@ func (p *MappingPlan) Resolve(report *agent.MetadataReport, ui packersdk.Ui) []M
 
 func mappingList(ms []Mapping) string {
 	if len(ms) == 0 {
-		return "no instance store volume"
+		return "none"
 	}
 	s := make([]string, len(ms))
 	for i, m := range ms {
