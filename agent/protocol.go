@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/s3/presigned"
@@ -112,6 +113,9 @@ func (r *Request) Check() error {
 	}
 	if r.CompressionLevel < 0 || r.CompressionLevel > 9 {
 		return fmt.Errorf("compression level %d: use 1 (fastest) to 9 (smallest), or 0 for the default", r.CompressionLevel)
+	}
+	if u, err := url.Parse(r.MetadataURL); r.MetadataURL != "" && (err != nil || u.Scheme != "http" || u.Host == "") {
+		return fmt.Errorf("metadata URL %q: want http://host[:port]", r.MetadataURL)
 	}
 	switch r.Mode {
 	case ModeImage:
