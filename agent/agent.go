@@ -107,6 +107,9 @@ func Run(ctx context.Context, in io.Reader, out io.Writer) (err error) {
 		}
 	}()
 
+	// The metadata service is read beside the bundling: it costs no time.
+	metadata := make(chan *MetadataReport, 1)
+	go func() { metadata <- instanceMetadata(ctx, req.MetadataURL) }()
 	res, err := a.run(ctx, req)
 	if err != nil {
 		if c := context.Cause(ctx); c != nil && ctx.Err() != nil {
@@ -114,7 +117,9 @@ func Run(ctx context.Context, in io.Reader, out io.Writer) (err error) {
 		}
 		return a.fail(err)
 	}
-	a.send(Event{Type: EventResult, Result: resultEvent(res)})
+	result := resultEvent(res)
+	result.Metadata = <-metadata
+	a.send(Event{Type: EventResult, Result: result})
 	return nil
 }
 

@@ -246,13 +246,15 @@ func TestRequestCheck(t *testing.T) {
 		mod  func(r *Request)
 		want string
 	}{
-		"ok":        {func(r *Request) {}, ""},
-		"version":   {func(r *Request) { r.Version = 9 }, "protocol version 9"},
-		"mode":      {func(r *Request) { r.Mode = "x" }, `unknown mode "x"`},
-		"key":       {func(r *Request) { r.Key = "abc" }, "32 hex characters"},
-		"no image":  {func(r *Request) { r.Image = "" }, "needs the image path"},
-		"no volume": {func(r *Request) { r.Mode = ModeVolume }, "needs the volume options"},
-		"bad name":  {func(r *Request) { r.Name = "a/b" }, "bundle name"},
+		"ok":           {func(r *Request) {}, ""},
+		"version":      {func(r *Request) { r.Version = 9 }, "protocol version 9"},
+		"mode":         {func(r *Request) { r.Mode = "x" }, `unknown mode "x"`},
+		"key":          {func(r *Request) { r.Key = "abc" }, "32 hex characters"},
+		"no image":     {func(r *Request) { r.Image = "" }, "needs the image path"},
+		"no volume":    {func(r *Request) { r.Mode = ModeVolume }, "needs the volume options"},
+		"bad name":     {func(r *Request) { r.Name = "a/b" }, "bundle name"},
+		"metadata":     {func(r *Request) { r.MetadataURL = "http://127.0.0.1:8080" }, ""},
+		"bad metadata": {func(r *Request) { r.MetadataURL = "file:///etc/passwd" }, "metadata URL"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := good

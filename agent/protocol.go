@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/s3/presigned"
@@ -56,6 +57,11 @@ type Request struct {
 	Attempts         int `json:"attempts,omitempty"`      // tries per part (default presigned.DefaultRetry)
 	// ProgressMillis is the interval of progress events (default 1000).
 	ProgressMillis int `json:"progress_millis,omitempty"`
+	// MetadataURL is the instance metadata service whose block-device-mapping/ the
+	// agent reads and reports in its result, as ec2-bundle-vol does (the host checks it
+	// against the mapping it computed). "" reads nothing. The driver sets MetadataURL
+	// for ModeVolume; only tests point it elsewhere (no user option sets it).
+	MetadataURL string `json:"metadata_url,omitempty"`
 	// WorkDir is the private directory the host put the agent in: removed when the
 	// agent exits, whatever happened, so that nothing is left on the instance even if
 	// the connection is gone.
@@ -107,6 +113,9 @@ func (r *Request) Check() error {
 	}
 	if r.CompressionLevel < 0 || r.CompressionLevel > 9 {
 		return fmt.Errorf("compression level %d: use 1 (fastest) to 9 (smallest), or 0 for the default", r.CompressionLevel)
+	}
+	if u, err := url.Parse(r.MetadataURL); r.MetadataURL != "" && (err != nil || u.Scheme != "http" || u.Host == "") {
+		return fmt.Errorf("metadata URL %q: want http://host[:port]", r.MetadataURL)
 	}
 	switch r.Mode {
 	case ModeImage:
@@ -193,6 +202,20 @@ type ResultEvent struct {
 	Size        int64       `json:"size"`
 	BundledSize int64       `json:"bundled_size"`
 	Parts       []PartEvent `json:"parts"`
+	// Metadata is what the instance's metadata service said, when the request asked
+	// (Request.MetadataURL).
+	Metadata *MetadataReport `json:"metadata,omitempty"`
+}
+
+// MetadataReport is the instance's block-device-mapping/ as its metadata service
+// lists it.
+type MetadataReport struct {
+	// Read is true when the service answered: BlockDeviceMapping is then what it
+	// lists (virtual name -> device: ami, root, ephemeralN, swap).
+	Read               bool              `json:"read"`
+	BlockDeviceMapping map[string]string `json:"block_device_mapping,omitempty"`
+	// Note says why nothing was read (no service, a refused request).
+	Note string `json:"note,omitempty"`
 }
 
 // BundleResult converts r to the bundle package's Result.

@@ -54,6 +54,10 @@ type Config struct {
 	RemoteFolder string
 
 	Manifest bundle.ManifestConfig // Architecture is taken from Architecture
+	// Mappings, when set, is how the new AMI's block device mapping is computed
+	// (mappings.go): the manifest's BlockDeviceMappings and Result.Mappings come from
+	// it, once the agent has reported the instance's metadata service.
+	Mappings *MappingPlan
 	// EC2Cert wraps the key for EC2 (default: the embedded certificate of the
 	// bucket's region). UserCert and UserKey wrap the key for the user and sign the
 	// manifest; both nil means a throw-away pair.
@@ -83,6 +87,12 @@ type Result struct {
 	// Objects are the names (under the bucket's prefix) of every object uploaded,
 	// manifest last.
 	Objects []string
+	// Mappings is the new AMI's block device mapping besides the root device (from
+	// Config.Mappings; nil without): RegisterImage takes EC2Mappings(Mappings).
+	Mappings []Mapping
+	// Metadata is what the agent read from the instance's metadata service (nil when
+	// it was not asked to).
+	Metadata *agent.MetadataReport
 }
 
 // Run bundles and uploads. On error nothing it made is left behind (as far as the
@@ -156,7 +166,10 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	job.Version = agent.ProtocolVersion
 	job.Key, job.IV = key.KeyHex(), key.IVHex()
 	job.WorkDir = r.dir
-	bres, err := r.runAgent(ctx, bin, &job)
+	if job.Mode == agent.ModeVolume && job.MetadataURL == "" {
+		job.MetadataURL = agent.MetadataURL
+	}
+	bres, metadata, err := r.runAgent(ctx, bin, &job)
 	if err != nil {
 		return nil, err
 	}
@@ -164,6 +177,11 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 
 	mcfg := cfg.Manifest
 	mcfg.Architecture = cfg.Architecture
+	var mappings []Mapping
+	if cfg.Mappings != nil {
+		mappings = cfg.Mappings.Resolve(metadata, cfg.Ui)
+		mcfg.BlockDeviceMappings = ManifestMappings(cfg.Mappings.RootDevice, mappings)
+	}
 	m, err := bundle.NewManifest(bres, mcfg, key, ec2Cert, userCert)
 	if err != nil {
 		return nil, fmt.Errorf("building the manifest: %w", err)
@@ -199,7 +217,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	}
 	objs = append(objs, manifestName)
 	cfg.Ui.Sayf("Bundle uploaded: %d parts, %s, manifest s3://%s", len(bres.Parts), humanBytes(bres.BundledSize), loc)
-	return &Result{Bundle: bres, Manifest: m, ManifestLocation: loc, Objects: objs}, nil
+	return &Result{Bundle: bres, Manifest: m, ManifestLocation: loc, Objects: objs, Mappings: mappings, Metadata: metadata}, nil
 }
 
 type run struct {
@@ -220,8 +238,18 @@ func (r *run) issue(name string) {
 	r.mu.Unlock()
 }
 
-// runAgent starts the agent, feeds it the job and serves its events until the result.
-func (r *run) runAgent(ctx context.Context, bin *agentBinary, job *agent.Request) (*bundle.Result, error) {
+// runAgent runs the agent (serveAgent) and returns its bundle and its metadata report.
+func (r *run) runAgent(ctx context.Context, bin *agentBinary, job *agent.Request) (*bundle.Result, *agent.MetadataReport, error) {
+	res, err := r.serveAgent(ctx, bin, job)
+	if err != nil {
+		return nil, nil, err
+	}
+	bres, err := res.BundleResult()
+	return bres, res.Metadata, err
+}
+
+// serveAgent starts the agent, feeds it the job and serves its events until the result.
+func (r *run) serveAgent(ctx context.Context, bin *agentBinary, job *agent.Request) (*agent.ResultEvent, error) {
 	r.bin = bin
 	command, err := r.command(r.dir+"/instancestore-bundler", bin.args)
 	if err != nil {
@@ -351,7 +379,7 @@ func (r *run) runAgent(ctx context.Context, bin *agentBinary, job *agent.Request
 		return nil, fmt.Errorf("the agent on the instance stopped before the bundle was complete (exit status %d): %s", status, stderr.String())
 	}
 	prog.done(result)
-	return result.BundleResult()
+	return result, nil
 }
 
 var errSessionEnded = errors.New("the remote session ended")

@@ -1,5 +1,5 @@
 //go:generate packer-sdc struct-markdown
-//go:generate packer-sdc mapstructure-to-hcl2 -type Options,VolumeOptions
+//go:generate packer-sdc mapstructure-to-hcl2 -type Options,VolumeOptions,MappingOptions
 
 package driver
 
@@ -19,6 +19,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	awscommon "github.com/hashicorp/packer-plugin-amazon/common"
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 
@@ -87,6 +88,31 @@ type Options struct {
 	// How many parts are uploaded at once. Each holds up to 10 MiB of memory. 1 to 64;
 	// defaults to 4.
 	UploadConcurrency int `mapstructure:"upload_concurrency" required:"false"`
+}
+
+// MappingOptions is the new AMI's block device mapping option, shared by every
+// component (embedded with `mapstructure:",squash"`); see mappings.go for what the
+// AMI inherits before it applies.
+type MappingOptions struct {
+	// Block device mappings of the new AMI besides its root device: instance store
+	// volumes (`device_name = "/dev/sdc"`, `virtual_name = "ephemeral1"`) that EC2
+	// attaches to the instances launched from it. They apply entry by entry, by device
+	// name, over the mapping the AMI inherits (see "Block device mappings" on this
+	// page): an entry with `virtual_name` replaces the inherited one on its device, and
+	// `no_device = true` drops it. EBS volumes cannot be mapped: an instance store-backed
+	// AMI's manifest maps only instance store volumes.
+	AMIMappings awscommon.BlockDevices `mapstructure:"ami_block_device_mappings" required:"false"`
+}
+
+// Prepare checks ami_block_device_mappings, returning every problem.
+func (o *MappingOptions) Prepare(ctx *interpolate.Context) []error {
+	errs := o.AMIMappings.Prepare(ctx)
+	for _, bd := range o.AMIMappings {
+		if bd.SnapshotId != "" || bd.VolumeSize != 0 || bd.VolumeType != "" || bd.KmsKeyId != "" || bd.Encrypted.True() {
+			errs = append(errs, fmt.Errorf("ami_block_device_mappings %s: EBS volumes cannot be mapped in an instance store-backed AMI (its manifest maps only instance store volumes, and RegisterImage of a bundle takes no EBS snapshot or size); map instance store volumes with virtual_name (ephemeral0, ...), or add EBS volumes at launch time", bd.DeviceName))
+		}
+	}
+	return errs
 }
 
 // VolumeOptions are the options of imaging a live volume on an instance with the agent,

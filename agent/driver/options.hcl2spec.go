@@ -4,8 +4,32 @@ package driver
 
 import (
 	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/hashicorp/packer-plugin-amazon/common"
 	"github.com/zclconf/go-cty/cty"
 )
+
+// FlatMappingOptions is an auto-generated flat version of MappingOptions.
+// Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
+type FlatMappingOptions struct {
+	AMIMappings []common.FlatBlockDevice `mapstructure:"ami_block_device_mappings" required:"false" cty:"ami_block_device_mappings" hcl:"ami_block_device_mappings"`
+}
+
+// FlatMapstructure returns a new FlatMappingOptions.
+// FlatMappingOptions is an auto-generated flat version of MappingOptions.
+// Where the contents a fields with a `mapstructure:,squash` tag are bubbled up.
+func (*MappingOptions) FlatMapstructure() interface{ HCL2Spec() map[string]hcldec.Spec } {
+	return new(FlatMappingOptions)
+}
+
+// HCL2Spec returns the hcl spec of a MappingOptions.
+// This spec is used by HCL to read the fields of MappingOptions.
+// The decoded values from this spec will then be applied to a FlatMappingOptions.
+func (*FlatMappingOptions) HCL2Spec() map[string]hcldec.Spec {
+	s := map[string]hcldec.Spec{
+		"ami_block_device_mappings": &hcldec.BlockListSpec{TypeName: "ami_block_device_mappings", Nested: hcldec.ObjectSpec((*common.FlatBlockDevice)(nil).HCL2Spec())},
+	}
+	return s
+}
 
 // FlatOptions is an auto-generated flat version of Options.
 // Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.

@@ -19,6 +19,8 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep/commonsteps"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/hashicorp/packer-plugin-sdk/packerbuilderdata"
+
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 )
 
 // BuilderId identifies this builder's artifacts.
@@ -109,7 +111,7 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			SubnetId:        c.SubnetId,
 			HasSubnetFilter: !c.SubnetFilter.Empty(),
 		},
-		&stepAccountID{Options: &c.Options},
+		&steps.StepAccountID{Options: &c.Options},
 		&awscommon.StepSourceAMIInfo{
 			SourceAmi:                c.SourceAmi,
 			EnableAMISriovNetSupport: c.AMISriovNetSupport,
@@ -118,7 +120,7 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			AMIVirtType:              c.AMIVirtType,
 		},
 		&stepCheckSourceAMI{InstanceTypes: c.instanceTypes(), Virtualization: c.AMIVirtType},
-		&stepPreflightBucket{Options: &c.Options},
+		&steps.StepPreflightBucket{Options: &c.Options},
 		&awscommon.StepNetworkInfo{
 			VpcId:                    c.VpcId,
 			VpcFilter:                c.VpcFilter,
@@ -169,12 +171,13 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			SSMAgentEnabled:  c.SSMAgentEnabled(),
 			SSHConfig:        &c.Comm.SSH,
 		},
-		&communicator.StepConnect{
+		// On a timeout the last lines of the instance's console tell why.
+		&stepConnect{Connect: &communicator.StepConnect{
 			Config:    &c.RunConfig.Comm,
 			Host:      awscommon.SSHHost(ctx, client, c.SSHInterface, c.Comm.Host()),
 			SSHPort:   awscommon.Port(c.SSHInterface, c.Comm.Port()),
 			SSHConfig: c.RunConfig.Comm.SSHConfigFunc(),
-		},
+		}},
 		&awscommon.StepSetGeneratedData{GeneratedData: generatedData},
 		&commonsteps.StepProvision{},
 		&commonsteps.StepCleanupTempKeys{Comm: &c.RunConfig.Comm},
@@ -188,12 +191,7 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			Regions:         c.AMIRegions,
 		},
 		&stepBundle{GeneratedData: generatedData},
-		&stepRegisterAMI{
-			PollingConfig:            c.PollingConfig,
-			EnableAMIENASupport:      c.AMIENASupport,
-			EnableAMISriovNetSupport: c.AMISriovNetSupport,
-			IMDSSupport:              c.AMIIMDSSupport,
-		},
+		registerStep(c),
 		&awscommon.StepAMIRegionCopy{
 			AccessConfig:   &c.AccessConfig,
 			Regions:        c.AMIRegions,
@@ -225,7 +223,7 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			AccessConfig:             &c.AccessConfig,
 			DeregistrationProtection: &c.DeregistrationProtection,
 		},
-		&stepManifestLocations{},
+		&steps.StepManifestLocations{},
 	}
 }
 

@@ -31,13 +31,9 @@ type Config struct {
 	// The options of imaging the root volume on the instance (bundle_destination, ...).
 	driver.VolumeOptions `mapstructure:",squash"`
 
-	// Block device mappings recorded in the AMI, such as instance store volumes
-	// (`virtual_name = "ephemeral0"`) attached when an instance is launched from it.
-	// See [Block Devices Configuration](#block-devices-configuration) for the fields.
-	// The root device of an instance store-backed AMI is always the bundled image, and
-	// EBS volumes cannot be mapped: EC2 attaches only instance store volumes to an
-	// instance store-backed AMI's instances from its manifest.
-	AMIMappings awscommon.BlockDevices `mapstructure:"ami_block_device_mappings" required:"false"`
+	// ami_block_device_mappings: over the source AMI's instance store volumes and
+	// launch_block_device_mappings' (mappings.go).
+	driver.MappingOptions `mapstructure:",squash"`
 	// Block devices attached to the source instance while it is being built. They are
 	// not part of the bundle: only the root filesystem is bundled.
 	LaunchMappings awscommon.BlockDevices `mapstructure:"launch_block_device_mappings" required:"false"`
@@ -116,7 +112,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	errs = packersdk.MultiErrorAppend(errs, c.rejectUnsupported(&warns)...)
 
 	errs = packersdk.MultiErrorAppend(errs, c.AccessConfig.Prepare(&c.PackerConfig)...)
-	errs = packersdk.MultiErrorAppend(errs, c.AMIMappings.Prepare(&c.ctx)...)
+	errs = packersdk.MultiErrorAppend(errs, c.MappingOptions.Prepare(&c.ctx)...)
 	errs = packersdk.MultiErrorAppend(errs, c.LaunchMappings.Prepare(&c.ctx)...)
 	errs = packersdk.MultiErrorAppend(errs, c.AMIConfig.Prepare(&c.AccessConfig, &c.ctx)...)
 	errs = packersdk.MultiErrorAppend(errs, c.RunConfig.Prepare(&c.ctx)...)
@@ -143,11 +139,6 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 	errs = packersdk.MultiErrorAppend(errs, c.Options.CheckVirtualization(c.AMIVirtType)...)
 	errs = packersdk.MultiErrorAppend(errs, c.VolumeOptions.CheckVirtualization(c.AMIVirtType)...)
-	for _, bd := range c.AMIMappings {
-		if bd.SnapshotId != "" || bd.VolumeSize != 0 || bd.VolumeType != "" || bd.KmsKeyId != "" || bd.Encrypted.True() {
-			add("ami_block_device_mappings %s: EBS volumes cannot be mapped in an instance store-backed AMI (its manifest maps only instance store volumes, and RegisterImage of a bundle takes no EBS snapshot or size); map instance store volumes with virtual_name (ephemeral0, ...), or add EBS volumes at launch time", bd.DeviceName)
-		}
-	}
 
 	// The instance type must be able to boot an instance store-backed AMI.
 	for _, t := range c.instanceTypes() {

@@ -1,6 +1,7 @@
 package instancestore
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -9,6 +10,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 
@@ -34,14 +36,13 @@ const (
 	keyCommunicator = "communicator"
 
 	// keyAccountID holds the 12-digit account that owns the bundle (string).
-	keyAccountID = "instancestore_account_id"
+	keyAccountID = steps.KeyAccountID
 	// keyBucket holds the *s3bundle.Bucket checked by the preflight.
-	keyBucket = "instancestore_bucket"
+	keyBucket = steps.KeyBucket
 	// keyBundle holds the *bundleLocation of the uploaded bundle.
 	keyBundle = "instancestore_bundle"
-	// keyBundleInUse holds the "id in region" of an AMI a failed build could not
-	// deregister: its bundle must stay (string).
-	keyBundleInUse = "instancestore_bundle_in_use"
+	// keyManifests holds map[region]imageLocation of the finished AMIs.
+	keyManifests = steps.KeyManifests
 )
 
 // bundleLocation says where a bundle's objects are in S3.
@@ -61,11 +62,7 @@ func (b *bundleLocation) ImageLocation() string { return b.ManifestLocation }
 
 // halt records err as the build's error, shows it and stops the build: the one way
 // every step of this builder fails.
-func halt(state multistep.StateBag, err error) multistep.StepAction {
-	state.Put(keyError, err)
-	ui(state).Error(err.Error())
-	return multistep.ActionHalt
-}
+func halt(state multistep.StateBag, err error) multistep.StepAction { return steps.Halt(state, err) }
 
 // haltf is halt with a formatted error.
 func haltf(state multistep.StateBag, format string, a ...any) multistep.StepAction {
@@ -115,21 +112,15 @@ func bundleOf(state multistep.StateBag) *bundleLocation {
 
 // failed reports whether the build was cancelled or halted: cleanups then undo what
 // they would otherwise leave for the artifact.
-func failed(state multistep.StateBag) bool {
-	_, cancelled := state.GetOk(multistep.StateCancelled)
-	_, halted := state.GetOk(multistep.StateHalted)
-	return cancelled || halted
-}
-
-// keepBundle records that AMI id in r survived a failed build's cleanup, so the bundle
-// it was registered from must not be deleted.
-func keepBundle(state multistep.StateBag, id, r string) {
-	state.Put(keyBundleInUse, id+" in "+r)
-}
+func failed(state multistep.StateBag) bool { return steps.Failed(state) }
 
 // bundleInUse returns the AMI that still uses the bundle after a failed build's
 // cleanup, or "" when the bundle can go.
-func bundleInUse(state multistep.StateBag) string {
-	s, _ := state.Get(keyBundleInUse).(string)
-	return s
+func bundleInUse(state multistep.StateBag) string { return steps.BundleInUse(state) }
+
+func manifestLocations(state multistep.StateBag) map[string]string {
+	return steps.ManifestLocations(state)
 }
+
+// errNoBundle: the register step found no uploaded bundle.
+var errNoBundle = errors.New("no bundle was uploaded: nothing to register")

@@ -32,10 +32,10 @@ type stepBundle struct {
 }
 
 // manifestConfig is what the manifest says besides the bundle itself: the owner, the
-// kernel and RAM disk, and the block device mappings (see manifestMappings: the root
-// device and the instance store volumes the new AMI inherits, mappings.go).
+// kernel and RAM disk, and the block device mappings (the root device and the
+// instance store volumes the new AMI inherits, mappings.go).
 func manifestConfig(c *Config, account, rootDevice string, src *ec2types.Image) bundle.ManifestConfig {
-	mc := bundle.ManifestConfig{User: account, BlockDeviceMappings: manifestMappings(rootDevice, amiMappings(c, src))}
+	mc := bundle.ManifestConfig{User: account, BlockDeviceMappings: driver.ManifestMappings(rootDevice, amiMappings(c, src))}
 	if c.AMIVirtType == "paravirtual" {
 		mc.KernelID, mc.RamdiskID = c.AMIKernelId, c.AMIRamdiskId
 	}
@@ -51,7 +51,15 @@ func driverConfig(c *Config, comm packersdk.Communicator, ui packersdk.Ui, state
 		Architecture: c.AMIArchitecture,
 		AgentBinary:  c.AgentBinary,
 		Manifest:     manifestConfig(c, accountID(state), rootDeviceName(sourceImage(state)), sourceImage(state)),
-		Job:          c.Options.Request(agent.ModeVolume),
+		// The same mapping as manifestConfig's, and the agent's cross-check with the
+		// instance's metadata service: a warning names what differs.
+		Mappings: &driver.MappingPlan{
+			RootDevice:    rootDeviceName(sourceImage(state)),
+			Inherited:     inheritedMappings(c, sourceImage(state)),
+			InheritedFrom: inheritedFrom,
+			AMI:           c.AMIMappings,
+		},
+		Job: c.Options.Request(agent.ModeVolume),
 	}
 	dc.Job.Volume = c.VolumeOptions.VolumeRequest("/")
 	var err error

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 	"strings"
 	"testing"
 	"time"
@@ -97,7 +98,7 @@ func TestStepOrderAndIMDSOnce(t *testing.T) {
 	st.Put(keyConfig, c)
 	st.Put(keyBundle, &bundleLocation{ManifestLocation: "b/k.manifest.xml"})
 	st.Put(keySourceImage, &ec2types.Image{})
-	if in := (&stepRegisterAMI{IMDSSupport: c.AMIIMDSSupport}).input(st); in.ImdsSupport != ec2types.ImdsSupportValuesV20 {
+	if in, _ := (&steps.StepRegisterAMI{Input: registerInput, IMDSSupport: c.AMIIMDSSupport}).RegisterInput(st); in == nil || in.ImdsSupport != ec2types.ImdsSupportValuesV20 {
 		t.Errorf("RegisterImage ImdsSupport %q, want v2.0", in.ImdsSupport)
 	}
 }
@@ -110,7 +111,7 @@ func TestStepManifestLocationsRetriesAndNeverFails(t *testing.T) {
 	st, reg, loc := s.registered(t, c, "loc-bucket")
 	flaky := &flakyEC2{Ec2Client: s.ec2, describeFailures: 2}
 	st.Put(keyEC2, clients.Ec2Client(flaky))
-	step := &stepManifestLocations{Tries: 3, Delay: time.Millisecond}
+	step := &steps.StepManifestLocations{Tries: 3, Delay: time.Millisecond}
 	if step.Run(context.Background(), st) != multistep.ActionContinue {
 		t.Fatalf("two transient DescribeImages errors failed the build: %v", st.Get(keyError))
 	}
@@ -146,7 +147,7 @@ func TestStepRegisterAMICleanupFindsUnansweredRegistration(t *testing.T) {
 	st.Put(keySourceImage, &ec2types.Image{RootDeviceName: aws.String("/dev/sda1")})
 	st.Put(keyBundle, loc)
 	st.Put(keyEC2, clients.Ec2Client(&flakyEC2{Ec2Client: s.ec2, lostRegister: true}))
-	step := &stepRegisterAMI{PollingConfig: new(awscommon.AWSPollingConfig)}
+	step := &steps.StepRegisterAMI{Input: registerInput, PollingConfig: new(awscommon.AWSPollingConfig)}
 	if step.Run(context.Background(), st) != multistep.ActionHalt {
 		t.Fatal("a RegisterImage without answer did not halt")
 	}
@@ -192,7 +193,7 @@ func TestStepRegisterAMICleanupProtectedAndKeepsBundle(t *testing.T) {
 
 	// Protected AMI of a failed build: protection is disabled, the AMI deregistered,
 	// the bundle deleted.
-	st.Remove(keyBundleInUse)
+	st.Remove(steps.KeyBundleInUse)
 	st.Put(keyEC2, clients.Ec2Client(s.ec2))
 	step.Cleanup(st)
 	bundleStep.Cleanup(st)

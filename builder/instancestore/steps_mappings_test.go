@@ -1,15 +1,21 @@
 package instancestore
 
 import (
+	"bytes"
 	"context"
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	awscommon "github.com/hashicorp/packer-plugin-amazon/common"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
+	"github.com/instancestore/packer-plugin-instancestore/agent"
+	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 
@@ -61,7 +67,7 @@ func TestInheritedMappings(t *testing.T) {
 			st.Put(keySourceImage, s.source)
 			st.Put(keyBundle, loc)
 			c.AMIArchitecture = "x86_64"
-			if (&stepRegisterAMI{PollingConfig: new(awscommon.AWSPollingConfig)}).Run(context.Background(), st) != multistep.ActionContinue {
+			if (&steps.StepRegisterAMI{Input: registerInput, PollingConfig: new(awscommon.AWSPollingConfig)}).Run(context.Background(), st) != multistep.ActionContinue {
 				t.Fatalf("register: %v", st.Get(keyError))
 			}
 			imgs := s.images(t, c.AMIName)
@@ -87,5 +93,41 @@ func TestInheritedMappings(t *testing.T) {
 				t.Errorf("manifest mappings %v, want %v (in this order)", got, tc.manifest)
 			}
 		})
+	}
+}
+
+// TestMappingsCrossCheck: the instance's metadata service (as the agent reports it)
+// lists ephemeral1, which the source AMI (ephemeral0 -> sdb) lacks: the builder warns
+// naming both, and the new AMI keeps what the source AMI and the options say.
+func TestMappingsCrossCheck(t *testing.T) {
+	c := testConfig(t)
+	src := &ec2types.Image{RootDeviceName: aws.String("/dev/sda1"), BlockDeviceMappings: []ec2types.BlockDeviceMapping{
+		{DeviceName: aws.String("/dev/sda1")},
+		{DeviceName: aws.String("sdb"), VirtualName: aws.String("ephemeral0")},
+	}}
+	st := new(multistep.BasicStateBag)
+	st.Put(keyBucket, (*s3bundle.Bucket)(nil))
+	st.Put(keyAccountID, "123456789012")
+	st.Put(keySourceImage, src)
+	dc, err := driverConfig(c, nil, nil, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errOut bytes.Buffer
+	u := &packersdk.BasicUi{Writer: new(bytes.Buffer), ErrorWriter: &errOut}
+	got := dc.Mappings.Resolve(&agent.MetadataReport{Read: true, BlockDeviceMapping: map[string]string{
+		"ami": "sda1", "root": "/dev/sda1", "ephemeral0": "sdb", "ephemeral1": "sdc"}}, u)
+	if s := driver.EC2Mappings(got); len(s) != 1 || aws.ToString(s[0].VirtualName) != "ephemeral0" {
+		t.Errorf("the new AMI maps %v, want ephemeral0 only", mappingStrings(s))
+	}
+	out := errOut.String()
+	if !strings.Contains(out, "ephemeral1 -> /dev/sdc") || !strings.Contains(out, "source AMI's block device mappings") || !strings.Contains(out, "ephemeral0 -> /dev/sdb") {
+		t.Errorf("the warning should name the instance's ephemeral1 and the source AMI's mapping (ephemeral0 -> /dev/sdb):\n%s", out)
+	}
+	// The metadata service agrees: no warning.
+	errOut.Reset()
+	dc.Mappings.Resolve(&agent.MetadataReport{Read: true, BlockDeviceMapping: map[string]string{"ami": "sda1", "root": "/dev/sda1", "ephemeral0": "xvdb"}}, u)
+	if s := errOut.String(); s != "" {
+		t.Errorf("warned although the instance agrees:\n%s", s)
 	}
 }

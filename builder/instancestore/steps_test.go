@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -203,7 +204,7 @@ func seededImage(t *testing.T, s *simEnv) *ec2types.Image {
 func TestStepAccountIDFromSTS(t *testing.T) {
 	s := startSim(t)
 	st, _ := s.state(testConfig(t))
-	if action := (&stepAccountID{Options: &driver.Options{}}).Run(context.Background(), st); action != multistep.ActionContinue {
+	if action := (&steps.StepAccountID{Options: &driver.Options{}}).Run(context.Background(), st); action != multistep.ActionContinue {
 		t.Fatalf("halted: %v", st.Get(keyError))
 	}
 	if got := accountID(st); got != s.ec2sim.AccountID() {
@@ -211,11 +212,11 @@ func TestStepAccountIDFromSTS(t *testing.T) {
 	}
 	// account_id must be the credentials' account: EC2 refuses the manifest otherwise.
 	st2, _ := s.state(testConfig(t))
-	if (&stepAccountID{Options: &driver.Options{AccountId: s.ec2sim.AccountID()}}).Run(context.Background(), st2) != multistep.ActionContinue {
+	if (&steps.StepAccountID{Options: &driver.Options{AccountId: s.ec2sim.AccountID()}}).Run(context.Background(), st2) != multistep.ActionContinue {
 		t.Fatalf("the caller's own account_id halted: %v", st2.Get(keyError))
 	}
 	st3, _ := s.state(testConfig(t))
-	if (&stepAccountID{Options: &driver.Options{AccountId: "111122223333"}}).Run(context.Background(), st3) != multistep.ActionHalt {
+	if (&steps.StepAccountID{Options: &driver.Options{AccountId: "111122223333"}}).Run(context.Background(), st3) != multistep.ActionHalt {
 		t.Fatal("an account_id that is not the caller's passed")
 	}
 	want := "account_id 111122223333 is not the account of the credentials in use (STS says " + s.ec2sim.AccountID() + ")"
@@ -228,7 +229,7 @@ func TestStepPreflightBucket(t *testing.T) {
 	s := startSim(t)
 	c := testConfig(t, "s3_bucket", "preflight-bucket")
 	st, _ := s.state(c)
-	step := &stepPreflightBucket{Options: &driver.Options{S3Bucket: "preflight-bucket", S3Prefix: "p", S3ForcePathStyle: true}}
+	step := &steps.StepPreflightBucket{Options: &driver.Options{S3Bucket: "preflight-bucket", S3Prefix: "p", S3ForcePathStyle: true}}
 	if step.Run(context.Background(), st) != multistep.ActionHalt {
 		t.Fatal("a missing bucket passed the preflight")
 	}
@@ -299,14 +300,14 @@ func TestStepCheckSourceAMI(t *testing.T) {
 }
 
 // registered runs stepRegisterAMI for a fresh bundle and returns the state.
-func (s *simEnv) registered(t *testing.T, c *Config, bucket string) (multistep.StateBag, *stepRegisterAMI, *bundleLocation) {
+func (s *simEnv) registered(t *testing.T, c *Config, bucket string) (multistep.StateBag, *steps.StepRegisterAMI, *bundleLocation) {
 	t.Helper()
 	loc := s.uploadBundle(t, bucket, c.S3Prefix, c.BundlePrefix)
 	st, _ := s.state(c)
 	st.Put(keySourceImage, &ec2types.Image{RootDeviceName: aws.String("/dev/sda1")})
 	st.Put(keyBundle, loc)
 	c.AMIArchitecture = "x86_64"
-	step := &stepRegisterAMI{PollingConfig: new(awscommon.AWSPollingConfig)}
+	step := &steps.StepRegisterAMI{Input: registerInput, PollingConfig: new(awscommon.AWSPollingConfig)}
 	if step.Run(context.Background(), st) != multistep.ActionContinue {
 		t.Fatalf("register: %v", st.Get(keyError))
 	}
@@ -403,7 +404,7 @@ func TestStepManifestLocationsAndArtifactDestroy(t *testing.T) {
 	s := startSim(t)
 	c := testConfig(t, "ami_virtualization_type", "paravirtual", "instance_type", "m1.small", "ami_name", "artifact-ami")
 	st, _, loc := s.registered(t, c, "artifact-bucket")
-	if (&stepManifestLocations{}).Run(context.Background(), st) != multistep.ActionContinue {
+	if (&steps.StepManifestLocations{}).Run(context.Background(), st) != multistep.ActionContinue {
 		t.Fatalf("manifest locations: %v", st.Get(keyError))
 	}
 	locs := manifestLocations(st)
@@ -504,7 +505,7 @@ func TestRegionCopyAndFailedBuildCleanup(t *testing.T) {
 	if len(images) != 2 || images["eu-west-1"] == "" {
 		t.Fatalf("amis after the copy: %v", images)
 	}
-	if (&stepManifestLocations{}).Run(context.Background(), st) != multistep.ActionContinue {
+	if (&steps.StepManifestLocations{}).Run(context.Background(), st) != multistep.ActionContinue {
 		t.Fatalf("manifest locations: %v", st.Get(keyError))
 	}
 	if locs := manifestLocations(st); locs["eu-west-1"] == "" || locs[s.region] == "" {

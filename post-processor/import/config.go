@@ -36,9 +36,9 @@ type Config struct {
 	// The AMI's root device name. Defaults to `/dev/xvda` for hvm and `/dev/sda1` for
 	// paravirtual.
 	AMIRootDevice string `mapstructure:"ami_root_device_name" required:"false"`
-	// Block device mappings recorded in the AMI: instance store volumes
-	// (`virtual_name = "ephemeral0"`) attached when an instance is launched from it.
-	AMIMappings awscommon.BlockDevices `mapstructure:"ami_block_device_mappings" required:"false"`
+	// ami_block_device_mappings: over the root device only, as there is no instance
+	// to inherit instance store volumes from.
+	driver.MappingOptions `mapstructure:",squash"`
 
 	ctx interpolate.Context
 }
@@ -67,7 +67,7 @@ func (c *Config) Prepare(raws ...interface{}) error {
 		c.AMIForceDeregister = true
 	}
 	errs = packersdk.MultiErrorAppend(errs, c.AccessConfig.Prepare(&c.PackerConfig)...)
-	errs = packersdk.MultiErrorAppend(errs, c.AMIMappings.Prepare(&c.ctx)...)
+	errs = packersdk.MultiErrorAppend(errs, c.MappingOptions.Prepare(&c.ctx)...)
 	errs = packersdk.MultiErrorAppend(errs, c.AMIConfig.Prepare(&c.AccessConfig, &c.ctx)...)
 	errs = packersdk.MultiErrorAppend(errs, c.Options.Prepare(&c.ctx)...)
 
@@ -103,11 +103,6 @@ func (c *Config) Prepare(raws ...interface{}) error {
 	}
 	if c.AMIRootDevice != "" && !strings.HasPrefix(c.AMIRootDevice, "/dev/") {
 		add("ami_root_device_name %q must be a device path such as /dev/xvda or /dev/sda1", c.AMIRootDevice)
-	}
-	for _, bd := range c.AMIMappings {
-		if bd.SnapshotId != "" || bd.VolumeSize != 0 || bd.VolumeType != "" || bd.KmsKeyId != "" || bd.Encrypted.True() {
-			add("ami_block_device_mappings %s: EBS volumes in an instance store-backed AMI are not supported; map instance store volumes with virtual_name (ephemeral0, ...)", bd.DeviceName)
-		}
 	}
 	if errs != nil && len(errs.Errors) > 0 {
 		return errs

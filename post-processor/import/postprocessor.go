@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/packerbuilderdata"
 
 	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore"
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 )
 
 // BuilderId identifies this post-processor's artifacts.
@@ -68,15 +69,10 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	steps := []multistep.Step{
 		&stepInspectImage{ImagePath: c.ImagePath, Files: files, Virtualization: c.AMIVirtType, KernelID: c.AMIKernelId},
 		&awscommon.StepPreValidate{DestAmiName: c.AMIName, ForceDeregister: c.AMIForceDeregister},
-		&stepAccountID{},
-		&stepPreflightBucket{},
+		&steps.StepAccountID{Options: &c.Options},
+		&steps.StepPreflightBucket{Options: &c.Options},
 		&stepBundleUpload{},
-		&stepRegisterAMI{
-			PollingConfig:            c.PollingConfig,
-			EnableAMIENASupport:      c.AMIENASupport,
-			EnableAMISriovNetSupport: c.AMISriovNetSupport,
-			IMDSSupport:              c.AMIIMDSSupport,
-		},
+		registerStep(c),
 		&awscommon.StepAMIRegionCopy{
 			AccessConfig:   &c.AccessConfig,
 			Regions:        c.AMIRegions,
@@ -84,20 +80,22 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 			OriginalRegion: awsCfg.Region,
 		},
 		&awscommon.StepEnableDeprecation{AccessConfig: &c.AccessConfig, DeprecationTime: c.DeprecationTime},
-		&awscommon.StepEnableDeregistrationProtection{AccessConfig: &c.AccessConfig, DeregistrationProtection: &c.DeregistrationProtection},
 		&awscommon.StepModifyAMIAttributes{
-			Description:   c.AMIDescription,
-			Users:         c.AMIUsers,
-			Groups:        c.AMIGroups,
-			OrgArns:       c.AMIOrgArns,
-			OuArns:        c.AMIOuArns,
-			ProductCodes:  c.AMIProductCodes,
-			IMDSSupport:   c.AMIIMDSSupport,
+			Description:  c.AMIDescription,
+			Users:        c.AMIUsers,
+			Groups:       c.AMIGroups,
+			OrgArns:      c.AMIOrgArns,
+			OuArns:       c.AMIOuArns,
+			ProductCodes: c.AMIProductCodes,
+			// imds_support went with RegisterImage already: sent once.
 			Ctx:           c.ctx,
 			GeneratedData: generatedData,
 		},
 		&awscommon.StepCreateTags{Tags: c.AMITags, Ctx: c.ctx},
-		&stepManifestLocations{},
+		// Protection comes last, so that a failure of an earlier step can still
+		// deregister the AMI (the register step's Cleanup disables it as well).
+		&awscommon.StepEnableDeregistrationProtection{AccessConfig: &c.AccessConfig, DeregistrationProtection: &c.DeregistrationProtection},
+		&steps.StepManifestLocations{},
 	}
 	runner := commonsteps.NewRunner(steps, c.PackerConfig, ui)
 	runner.Run(ctx, state)

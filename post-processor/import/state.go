@@ -8,30 +8,31 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 
-// State bag keys: the first group is shared with packer-plugin-amazon's common steps,
-// so the names are theirs.
+// State bag keys: those shared with packer-plugin-amazon's common steps and the
+// builder's steps (builder/instancestore/steps) are theirs.
 const (
-	keyAccessConfig = "access_config"
+	keyAccessConfig = steps.KeyAccessConfig
 	keyAMIConfig    = "ami_config"
-	keyAWSConfig    = "aws_config"
-	keyEC2          = "ec2v2"
-	keyUI           = "ui"
-	keyAMIs         = "amis"
-	keySnapshots    = "snapshots"
-	keyIntermediary = "intermediary_image"
+	keyAWSConfig    = steps.KeyAWSConfig
+	keyEC2          = steps.KeyEC2
+	keyUI           = steps.KeyUI
+	keyAMIs         = steps.KeyAMIs
+	keySnapshots    = steps.KeySnapshots
+	keyIntermediary = steps.KeyIntermediary
 	keyGenerated    = "generated_data"
-	keyError        = "error"
+	keyError        = steps.KeyError
+	keyRegion       = steps.KeyRegion
 
-	keyConfig    = "instancestore_import_config"
-	keyRegion    = "instancestore_region"
-	keyAccountID = "instancestore_account_id"
-	keyBucket    = "instancestore_bucket"
-	keyImage     = "instancestore_image"
-	keyBundle    = "instancestore_bundle"
-	keyManifests = "instancestore_manifests"
+	keyAccountID = steps.KeyAccountID
+	keyBucket    = steps.KeyBucket
+
+	keyConfig = "instancestore_import_config"
+	keyImage  = "instancestore_image"
+	keyBundle = "instancestore_bundle"
 )
 
 // uploadedBundle says where the uploaded bundle's objects are.
@@ -40,11 +41,7 @@ type uploadedBundle struct {
 	Objects          []string // names under the bucket's prefix, manifest last
 }
 
-func halt(state multistep.StateBag, err error) multistep.StepAction {
-	state.Put(keyError, err)
-	ui(state).Error(err.Error())
-	return multistep.ActionHalt
-}
+func halt(state multistep.StateBag, err error) multistep.StepAction { return steps.Halt(state, err) }
 
 func haltf(state multistep.StateBag, format string, a ...any) multistep.StepAction {
 	return halt(state, fmt.Errorf(format, a...))
@@ -74,13 +71,8 @@ func bundleOf(state multistep.StateBag) *uploadedBundle {
 }
 
 func manifestLocations(state multistep.StateBag) map[string]string {
-	m, _ := state.Get(keyManifests).(map[string]string)
-	return m
+	return steps.ManifestLocations(state)
 }
 
 // failed reports whether the run was cancelled or halted.
-func failed(state multistep.StateBag) bool {
-	_, cancelled := state.GetOk(multistep.StateCancelled)
-	_, halted := state.GetOk(multistep.StateHalted)
-	return cancelled || halted
-}
+func failed(state multistep.StateBag) bool { return steps.Failed(state) }

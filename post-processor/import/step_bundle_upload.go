@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
+	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 	"github.com/instancestore/packer-plugin-instancestore/s3/presigned"
@@ -66,20 +67,16 @@ func rootDevice(c *Config, virt string) string {
 	return "/dev/sda1"
 }
 
+// amiMappings is the new AMI's block device mapping besides the root device: there is
+// no instance to inherit instance store volumes from, so it is ami_block_device_mappings
+// alone (agent/driver/mappings.go, the rule every component follows).
+func amiMappings(c *Config) []driver.Mapping { return driver.AMIMappings(nil, c.AMIMappings) }
+
 // manifestConfig is what the manifest says besides the bundle: owner, architecture,
 // kernel and RAM disk, and the block device mappings (ami and root, then the instance
 // store volumes of ami_block_device_mappings).
 func manifestConfig(c *Config, account, virt string) bundle.ManifestConfig {
-	root := rootDevice(c, virt)
-	mappings := []bundle.BlockDeviceMapping{
-		{Virtual: "ami", Device: strings.TrimPrefix(root, "/dev/")},
-		{Virtual: "root", Device: root},
-	}
-	for _, bd := range c.AMIMappings {
-		if bd.VirtualName != "" && bd.DeviceName != "" {
-			mappings = append(mappings, bundle.BlockDeviceMapping{Virtual: bd.VirtualName, Device: strings.TrimPrefix(bd.DeviceName, "/dev/")})
-		}
-	}
+	mappings := driver.ManifestMappings(rootDevice(c, virt), amiMappings(c))
 	mc := bundle.ManifestConfig{User: account, Architecture: c.AMIArchitecture, BlockDeviceMappings: mappings}
 	if virt == "paravirtual" {
 		mc.KernelID, mc.RamdiskID = c.AMIKernelId, c.AMIRamdiskId
@@ -180,6 +177,10 @@ func (s *stepBundleUpload) Run(ctx context.Context, state multistep.StateBag) mu
 // a PUT in flight when the run stopped may still land.
 func (s *stepBundleUpload) Cleanup(state multistep.StateBag) {
 	if !failed(state) || len(s.issued) == 0 {
+		return
+	}
+	if ami := steps.BundleInUse(state); ami != "" {
+		ui(state).Error(fmt.Sprintf("Keeping the bundle in %s: AMI %s could not be deregistered and still uses it", bucketOf(state), ami))
 		return
 	}
 	names := make([]string, 0, len(s.issued))

@@ -27,6 +27,9 @@ type Config struct {
 	driver.Options `mapstructure:",squash"`
 	// The options of imaging a volume on the instance (bundle_destination, ...).
 	driver.VolumeOptions `mapstructure:",squash"`
+	// ami_block_device_mappings: over the instance store volumes the instance's
+	// metadata service lists (bundle_volume only).
+	driver.MappingOptions `mapstructure:",squash"`
 
 	// Bundle this image file on the instance (like `ec2-bundle-image`) instead of
 	// imaging a mounted volume.
@@ -77,6 +80,7 @@ func (c *Config) Prepare(raws ...interface{}) error {
 	// The shared bundle options.
 	errs = packersdk.MultiErrorAppend(errs, c.Options.Prepare(&c.ctx)...)
 	errs = packersdk.MultiErrorAppend(errs, c.VolumeOptions.Prepare()...)
+	errs = packersdk.MultiErrorAppend(errs, c.MappingOptions.Prepare(&c.ctx)...)
 
 	if c.BundleImage != "" {
 		if !path.IsAbs(c.BundleImage) {

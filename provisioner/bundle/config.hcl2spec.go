@@ -56,6 +56,7 @@ type FlatConfig struct {
 	BundleFilter          *bool                             `mapstructure:"bundle_filter" required:"false" cty:"bundle_filter" hcl:"bundle_filter"`
 	BundlePartition       *string                           `mapstructure:"bundle_partition" required:"false" cty:"bundle_partition" hcl:"bundle_partition"`
 	AgentBinary           *string                           `mapstructure:"agent_binary" required:"false" cty:"agent_binary" hcl:"agent_binary"`
+	AMIMappings           []common.FlatBlockDevice          `mapstructure:"ami_block_device_mappings" required:"false" cty:"ami_block_device_mappings" hcl:"ami_block_device_mappings"`
 	BundleImage           *string                           `mapstructure:"bundle_image" required:"false" cty:"bundle_image" hcl:"bundle_image"`
 	BundleVolume          *string                           `mapstructure:"bundle_volume" required:"false" cty:"bundle_volume" hcl:"bundle_volume"`
 	AMIVirtType           *string                           `mapstructure:"ami_virtualization_type" required:"false" cty:"ami_virtualization_type" hcl:"ami_virtualization_type"`
@@ -124,6 +125,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"bundle_filter":                 &hcldec.AttrSpec{Name: "bundle_filter", Type: cty.Bool, Required: false},
 		"bundle_partition":              &hcldec.AttrSpec{Name: "bundle_partition", Type: cty.String, Required: false},
 		"agent_binary":                  &hcldec.AttrSpec{Name: "agent_binary", Type: cty.String, Required: false},
+		"ami_block_device_mappings":     &hcldec.BlockListSpec{TypeName: "ami_block_device_mappings", Nested: hcldec.ObjectSpec((*common.FlatBlockDevice)(nil).HCL2Spec())},
 		"bundle_image":                  &hcldec.AttrSpec{Name: "bundle_image", Type: cty.String, Required: false},
 		"bundle_volume":                 &hcldec.AttrSpec{Name: "bundle_volume", Type: cty.String, Required: false},
 		"ami_virtualization_type":       &hcldec.AttrSpec{Name: "ami_virtualization_type", Type: cty.String, Required: false},

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -73,11 +72,9 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 		ExecuteCommand:   c.ExecuteCommand,
 		RemoteFolder:     c.RemoteFolder,
 		ProgressInterval: c.ProgressInterval,
-		Manifest: format.ManifestConfig{
-			User: account, KernelID: c.AMIKernelId, RamdiskID: c.AMIRamdiskId,
-			BlockDeviceMappings: []format.BlockDeviceMapping{{Virtual: "ami", Device: strings.TrimPrefix(c.AMIRootDeviceName, "/dev/")}, {Virtual: "root", Device: c.AMIRootDeviceName}},
-		},
-		EC2Cert: keys.EC2Cert, UserCert: keys.UserCert, UserKey: keys.UserKey,
+		Manifest:         format.ManifestConfig{User: account, KernelID: c.AMIKernelId, RamdiskID: c.AMIRamdiskId},
+		Mappings:         mappingPlan(c),
+		EC2Cert:          keys.EC2Cert, UserCert: keys.UserCert, UserKey: keys.UserKey,
 	}
 	if c.BundleImage != "" {
 		dcfg.Job = c.Options.Request(agent.ModeImage)
@@ -109,6 +106,9 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 		Architecture:       ec2types.ArchitectureValues(c.AMIArchitecture),
 		VirtualizationType: aws.String(c.AMIVirtType),
 		RootDeviceName:     aws.String(c.AMIRootDeviceName),
+		// The manifest's mapping: the instance's instance store volumes and
+		// ami_block_device_mappings.
+		BlockDeviceMappings: driver.EC2Mappings(res.Mappings),
 	}
 	if c.AMIDescription != "" {
 		in.Description = aws.String(c.AMIDescription)
@@ -134,4 +134,12 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 	}
 	ui.Sayf("AMI %s is available", id)
 	return nil
+}
+
+// mappingPlan is how the new AMI's block device mapping is computed: it inherits the
+// instance store volumes the instance's metadata service lists (the agent reads it
+// when imaging a volume; a bundle_image has none), then ami_block_device_mappings
+// applies by device name.
+func mappingPlan(c *Config) *driver.MappingPlan {
+	return &driver.MappingPlan{RootDevice: c.AMIRootDeviceName, FromInstance: true, AMI: c.AMIMappings}
 }

@@ -1,4 +1,4 @@
-package instancestore
+package steps
 
 import (
 	"context"
@@ -14,25 +14,22 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/retry"
 )
 
-// keyManifests holds map[region]imageLocation of the finished AMIs.
-const keyManifests = "instancestore_manifests"
-
-// stepManifestLocations records, for every region, the manifest location EC2 reports
+// StepManifestLocations records, for every region, the manifest location EC2 reports
 // for the finished AMI (a copy in another region has its own), for the artifact.
 //
-// The AMIs are registered and available by now, so this step never fails the build:
+// The AMIs are registered and available by now, so this step never fails the run:
 // DescribeImages is retried, and when EC2 still does not answer the artifact carries
-// what the build knows (the build region's manifest) and a warning says so.
-type stepManifestLocations struct {
+// what the build knows (the build region's manifest, as registered) and a warning says so.
+type StepManifestLocations struct {
 	// Tries and Delay bound the retries of DescribeImages; zero means 6 tries with a
 	// backoff from 1s to 15s.
 	Tries int
 	Delay time.Duration
 }
 
-func (s *stepManifestLocations) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
-	accessConfig := state.Get(keyAccessConfig).(*awscommon.AccessConfig)
-	images := amis(state)
+func (s *StepManifestLocations) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	accessConfig := state.Get(KeyAccessConfig).(*awscommon.AccessConfig)
+	images := AMIs(state)
 	regions := make([]string, 0, len(images))
 	for r := range images {
 		regions = append(regions, r)
@@ -42,22 +39,22 @@ func (s *stepManifestLocations) Run(ctx context.Context, state multistep.StateBa
 	for _, r := range regions {
 		loc, err := s.describe(ctx, state, accessConfig, r, images[r])
 		if err != nil {
-			if r == region(state) && bundleOf(state) != nil {
-				loc = bundleOf(state).ImageLocation()
+			if r == Region(state) {
+				loc, _ = state.Get(KeyImageLocation).(string)
 			}
-			ui(state).Error(fmt.Sprintf("Warning: AMI %s in %s is registered, but its manifest location could not be read back (%s); the artifact uses %q", images[r], r, err, loc))
+			UI(state).Error(fmt.Sprintf("Warning: AMI %s in %s is registered, but its manifest location could not be read back (%s); the artifact uses %q", images[r], r, err, loc))
 		}
 		if loc != "" {
 			locs[r] = loc
-			ui(state).Message(fmt.Sprintf("%s: %s from %s", r, images[r], loc))
+			UI(state).Message(fmt.Sprintf("%s: %s from %s", r, images[r], loc))
 		}
 	}
-	state.Put(keyManifests, locs)
+	state.Put(KeyManifests, locs)
 	return multistep.ActionContinue
 }
 
 // describe returns the ImageLocation EC2 reports for AMI id in region r.
-func (s *stepManifestLocations) describe(ctx context.Context, state multistep.StateBag, accessConfig *awscommon.AccessConfig, r, id string) (string, error) {
+func (s *StepManifestLocations) describe(ctx context.Context, state multistep.StateBag, accessConfig *awscommon.AccessConfig, r, id string) (string, error) {
 	tries, delay := s.Tries, s.Delay
 	if tries == 0 {
 		tries = 6
@@ -68,8 +65,8 @@ func (s *stepManifestLocations) describe(ctx context.Context, state multistep.St
 	}
 	var loc string
 	err := retry.Config{Tries: tries, RetryDelay: backoff}.Run(ctx, func(ctx context.Context) error {
-		var client clients.Ec2Client = ec2Client(state)
-		if r != region(state) {
+		var client clients.Ec2Client = EC2(state)
+		if r != Region(state) {
 			var err error
 			if client, err = awscommon.GetRegionConn(ctx, accessConfig, r); err != nil {
 				return fmt.Errorf("connecting to %s to describe AMI %s: %w", r, id, err)
@@ -88,9 +85,4 @@ func (s *stepManifestLocations) describe(ctx context.Context, state multistep.St
 	return loc, err
 }
 
-func (s *stepManifestLocations) Cleanup(multistep.StateBag) {}
-
-func manifestLocations(state multistep.StateBag) map[string]string {
-	m, _ := state.Get(keyManifests).(map[string]string)
-	return m
-}
+func (s *StepManifestLocations) Cleanup(multistep.StateBag) {}
