@@ -117,7 +117,7 @@ func tailString(s string, n int) string {
 }
 
 // debianVMRootVersion changes whenever debianVMSetup (or the units it installs) change.
-const debianVMRootVersion = "debian-12-vm-3"
+const debianVMRootVersion = "debian-12-vm-4"
 
 // debianVMPackages make the minbase root a machine that boots on its own: a kernel
 // with virtio (and Xen front-ends, like EC2's), GRUB 2 for BIOS boot, systemd and udev,
@@ -158,6 +158,9 @@ network: {config: disabled}
 # The instance's hostname (ip-A-B-C-D...) on 127.0.1.1: there is no VPC DNS here to
 # resolve it, and sudo warns about a hostname it cannot resolve.
 manage_etc_hosts: localhost
+# No locales package: glibc's built-in C.UTF-8, not cloud-init's en_US.UTF-8 (its
+# locale module fails without it, and "cloud-init status" then reports an error).
+locale: C.UTF-8
 system_info:
   default_user:
     name: admin

@@ -310,6 +310,10 @@ func bootSeed(ctx context.Context, t *testing.T, kind SeedKind, img, uuid string
 			t.Errorf("guest's kernel command line %q, want root=UUID=%s %s", cmdline, uuid, seedCmdline)
 		}
 	}
+	// What templates wait for first: every cloud-init module ran without an error.
+	if got := runGuest("cloud-init status --wait"); !strings.HasSuffix(got, "status: done") {
+		t.Errorf("cloud-init status --wait: %q, want status: done; its log:\n%s", got, runGuest("grep -E 'WARNING|ERROR' /var/log/cloud-init.log | tail -20"))
+	}
 	if got := runGuest("sudo -n id -u"); got != "0" {
 		t.Errorf("passwordless sudo: %q", got)
 	}
