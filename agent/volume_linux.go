@@ -39,8 +39,10 @@ func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...an
 		Size:      v.SizeMB << 20,
 		Partition: v.Partition,
 		ImageName: req.Name + ".img",
-		Log:       logWriter(logf),
-		Warn:      func(m string) { logf("warning: %s", m) },
+		// Every type that runs an instance store-backed AMI is Xen HVM or PV.
+		XenBoot: true,
+		Log:     logWriter(logf),
+		Warn:    func(m string) { logf("warning: %s", m) },
 		AfterCopy: func(root string) error {
 			if len(v.RemoveAuthorizedKeys) == 0 {
 				return nil
