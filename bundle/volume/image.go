@@ -40,6 +40,9 @@ type Config struct {
 	// KernelRelease is the kernel whose configuration and initramfs XenBoot checks;
 	// "" is the running kernel's (uname -r).
 	KernelRelease string
+	// RequireScratchRoom fails the build before imaging (ErrScratchFull) when the
+	// scratch directory has less free space than the image's data, instead of warning.
+	RequireScratchRoom bool
 
 	// sourceDisk replaces sysfs discovery of the disk that holds the volume (tests,
 	// where loop devices have no partition nodes).
@@ -288,7 +291,11 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	var sfs unix.Statfs_t
 	if unix.Statfs(scratch, &sfs) == nil {
 		if free := int64(sfs.Bavail) * int64(sfs.Bsize); free < need {
-			warn(fmt.Sprintf("scratch directory %s has %d MiB free but the image will hold %d MiB (%d MiB used on the volume, %d MiB excluded): the image will not fit and bundling will fail; use a scratch directory with more room (an instance-store volume)", scratch, free>>20, need>>20, used>>20, left>>20))
+			msg := fmt.Sprintf("scratch directory %s has %d MiB free but the image will hold %d MiB (%d MiB used on the volume, %d MiB excluded)", scratch, free>>20, need>>20, used>>20, left>>20)
+			if cfg.RequireScratchRoom {
+				return img, fmt.Errorf("%w: %s: use a scratch directory with more room (an instance-store volume, or an EBS volume mounted there)", ErrScratchFull, msg)
+			}
+			warn(msg + ": the image will not fit and bundling will fail; use a scratch directory with more room (an instance-store volume)")
 		}
 	}
 	img.Size, img.FSOffset = total, offset
