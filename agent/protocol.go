@@ -31,6 +31,11 @@ const ProtocolVersion = 1
 // (the plugin's main must call Main with the remaining arguments).
 const PluginArg = "instancestore-bundler-agent"
 
+// ScratchFullText is in the agent's error when the scratch directory has no room for
+// the image (volume.ErrScratchFull, checked before imaging): the driver adds the
+// option that chooses the scratch directory.
+const ScratchFullText = "not enough room for the image"
+
 // Modes of a Request.
 const (
 	ModeImage  = "image"  // bundle an existing image file (bundle-image)

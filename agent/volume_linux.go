@@ -6,19 +6,49 @@ import (
 	"os"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/instancestore/packer-plugin-instancestore/bundle/volume"
 )
 
-// volumeImage is the imaging result the agent bundles and removes.
-type volumeImage = volume.Image
+// volumeImage is the imaging result the agent bundles and removes; Remove also
+// releases a scratch disk the agent mounted for it.
+type volumeImage struct {
+	*volume.Image
+	release func() error
+	logf    func(string, ...any)
+}
+
+func (v *volumeImage) Remove() error {
+	err := v.Image.Remove()
+	if v.release != nil {
+		if rerr := v.release(); rerr != nil {
+			v.logf("warning: %v", rerr)
+		}
+		v.release = nil
+	}
+	return err
+}
 
 // buildVolumeImage images the volume of req into its scratch directory and returns
 // the image path. The agent's own files (binary and work directory) are left out.
-func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...any)) (*volumeImage, error) {
+func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...any)) (_ *volumeImage, err error) {
 	v := req.Volume
 	scratch := v.Scratch
+	release := func() error { return nil }
 	if scratch == "" {
-		scratch = volume.DefaultScratch(v.SizeMB << 20)
+		scratch, release, err = instanceStoreScratch(ctx, scratchNeed(v), logf)
+		if err != nil {
+			return nil, err
+		}
+		// Released with the image, or now if imaging fails.
+		defer func() {
+			if err != nil {
+				if rerr := release(); rerr != nil {
+					logf("warning: %v", rerr)
+				}
+			}
+		}()
 	}
 	own := []string{}
 	if req.WorkDir != "" {
@@ -39,8 +69,12 @@ func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...an
 		Size:      v.SizeMB << 20,
 		Partition: v.Partition,
 		ImageName: req.Name + ".img",
-		Log:       logWriter(logf),
-		Warn:      func(m string) { logf("warning: %s", m) },
+		// Every type that runs an instance store-backed AMI is Xen HVM or PV.
+		XenBoot: true,
+		// Fail before imaging, not half-way.
+		RequireScratchRoom: true,
+		Log:                logWriter(logf),
+		Warn:               func(m string) { logf("warning: %s", m) },
 		AfterCopy: func(root string) error {
 			if len(v.RemoveAuthorizedKeys) == 0 {
 				return nil
@@ -52,7 +86,16 @@ func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...an
 		return nil, fmt.Errorf("imaging volume %s: %w", orRoot(v.Volume), err)
 	}
 	logf("imaged %s: %d MiB image, %d MiB of file data", orRoot(v.Volume), img.Size>>20, img.Stats.Bytes>>20)
-	return img, nil
+	return &volumeImage{Image: img, release: release, logf: logf}, nil
+}
+
+// scratchNeed is the room the image's data needs in scratch: the volume's used space.
+func scratchNeed(v *VolumeRequest) int64 {
+	var s unix.Statfs_t
+	if unix.Statfs(orRoot(v.Volume), &s) != nil {
+		return v.SizeMB << 20
+	}
+	return int64(s.Blocks-s.Bfree) * int64(s.Bsize)
 }
 
 func orRoot(s string) string {

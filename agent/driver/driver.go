@@ -366,6 +366,8 @@ func (r *run) serveAgent(ctx context.Context, bin *agentBinary, job *agent.Reque
 	switch {
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("bundling cancelled: %w", ctx.Err())
+	case agentErr != "" && strings.Contains(agentErr, agent.ScratchFullText):
+		return nil, fmt.Errorf("the agent on the instance failed: %s; set bundle_destination to a directory with room (an instance store volume, or an EBS volume added with launch_block_device_mappings and mounted there by a provisioner)", agentErr)
 	case agentErr != "":
 		return nil, fmt.Errorf("the agent on the instance failed: %s", agentErr)
 	case result == nil && !helloSeen:

@@ -121,10 +121,13 @@ type VolumeOptions struct {
 	// Scratch directory on the instance that holds the sparse image of the volume while
 	// it is bundled. It needs free space for the volume's data only (not for the
 	// encrypted bundle: parts stream straight to S3) and is left out of the image.
-	// Defaults to a mounted instance store volume with enough room, else `/tmp`.
+	// Defaults to a mounted instance store volume with enough room, else an unused
+	// blank NVMe instance store disk (m5d, c5d, ...) that the agent formats, mounts and
+	// unmounts again, else `/tmp`. Too little room fails the build before imaging.
 	BundleDestination string `mapstructure:"bundle_destination" required:"false"`
 	// Size of the image in MiB, 1 to 10240 (10 GiB, the limit EC2 sets for instance
-	// store-backed AMIs). Defaults to the size of the volume.
+	// store-backed AMIs). Defaults to the size of the volume when that fits, else to
+	// what its files need plus a quarter (at least 512 MiB) of headroom.
 	BundleSize int `mapstructure:"bundle_size" required:"false"`
 	// Absolute paths on the instance left out of the image, in addition to the agent's
 	// own files, `bundle_destination` and the contents of virtual filesystems (/proc,

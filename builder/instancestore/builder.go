@@ -242,7 +242,7 @@ func (b *Builder) runInstanceStep(region string) multistep.Step {
 			EbsOptimized:                      c.EbsOptimized,
 			IsBurstableInstanceType:           c.RunConfig.IsBurstableInstanceType(),
 			EnableUnlimitedCredits:            c.EnableUnlimitedCredits,
-			ExpectedRootDevice:                "instance-store",
+			ExpectedRootDevice:                "", // instance store or EBS: stepCheckSourceAMI decides
 			FleetTags:                         c.FleetTags,
 			HttpEndpoint:                      c.Metadata.HttpEndpoint,
 			HttpTokens:                        c.Metadata.HttpTokens,
@@ -279,7 +279,7 @@ func (b *Builder) runInstanceStep(region string) multistep.Step {
 		EnableNitroEnclave:                c.EnableNitroEnclave,
 		IsBurstableInstanceType:           c.RunConfig.IsBurstableInstanceType(),
 		EnableUnlimitedCredits:            c.EnableUnlimitedCredits,
-		ExpectedRootDevice:                "instance-store",
+		ExpectedRootDevice:                "", // instance store or EBS: stepCheckSourceAMI decides
 		HttpEndpoint:                      c.Metadata.HttpEndpoint,
 		HttpTokens:                        c.Metadata.HttpTokens,
 		HttpPutResponseHopLimit:           c.Metadata.HttpPutResponseHopLimit,

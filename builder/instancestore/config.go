@@ -140,12 +140,9 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	errs = packersdk.MultiErrorAppend(errs, c.Options.CheckVirtualization(c.AMIVirtType)...)
 	errs = packersdk.MultiErrorAppend(errs, c.VolumeOptions.CheckVirtualization(c.AMIVirtType)...)
 
-	// The instance type must be able to boot an instance store-backed AMI.
-	for _, t := range c.instanceTypes() {
-		if err := checkInstanceType(t); err != nil {
-			errs = packersdk.MultiErrorAppend(errs, err)
-		}
-	}
+	// The build instance may be of any type that runs the source: an instance store
+	// family for an instance store-backed source, any type for an EBS-backed one.
+	errs = packersdk.MultiErrorAppend(errs, c.checkSourceKind()...)
 
 	if c.IsSpotInstance() && (c.AMIENASupport.True() || c.AMISriovNetSupport || c.EnableNitroEnclave) {
 		add("ena_support, sriov_support and enable_nitro_enclave need the instance to be modified, which spot instances do not allow; use an AMI that already has them")
@@ -220,4 +217,32 @@ func (c *Config) instanceTypes() []string {
 		return []string{c.InstanceType}
 	}
 	return c.SpotInstanceTypes
+}
+
+// checkSourceKind checks what Prepare can know of the source's kind: a build instance
+// of a family that cannot boot instance store-backed AMIs runs only an EBS-backed
+// source, and an EBS-backed source (by type or by source_ami_filter) gives an hvm AMI.
+// stepCheckSourceAMI checks the source AMI itself.
+func (c *Config) checkSourceKind() []error {
+	var errs []error
+	rootType := ""
+	if c.SourceAmiFilter.Filters != nil {
+		rootType = c.SourceAmiFilter.Filters["root-device-type"]
+	}
+	ebsOnly := ""
+	for _, t := range c.instanceTypes() {
+		if !isInstanceStoreFamily(t) {
+			ebsOnly = t
+			break
+		}
+	}
+	switch {
+	case ebsOnly != "" && rootType == "instance-store":
+		errs = append(errs, fmt.Errorf("instance_type %q cannot run the instance store-backed source that source_ami_filter selects (root-device-type = \"instance-store\"): only the families %s boot instance store-backed AMIs; use one of them, or an EBS-backed source (root-device-type = \"ebs\")", ebsOnly, familyNames()))
+	case ebsOnly != "" && c.AMIVirtType != "hvm":
+		errs = append(errs, fmt.Errorf("instance_type %q runs EBS-backed source AMIs only, and this builder makes hvm AMIs from them: set ami_virtualization_type = \"hvm\", or build on one of the families %s from a paravirtual instance store-backed source", ebsOnly, familyNames()))
+	case rootType == "ebs" && c.AMIVirtType != "hvm":
+		errs = append(errs, errors.New("source_ami_filter selects an EBS-backed source (root-device-type = \"ebs\"), and this builder makes hvm AMIs from them: set ami_virtualization_type = \"hvm\""))
+	}
+	return errs
 }

@@ -35,13 +35,11 @@ func familyNames() string {
 	return strings.Join(names, " ")
 }
 
-// checkInstanceType fails for an instance type that cannot boot an instance
-// store-backed AMI, naming the families that can.
-func checkInstanceType(instanceType string) error {
-	if _, ok := instanceStoreFamilies[instanceFamily(instanceType)]; ok {
-		return nil
-	}
-	return fmt.Errorf("instance_type %q cannot boot an instance store-backed AMI: only the previous-generation families %s can (for example m3.medium or c3.large)", instanceType, familyNames())
+// isInstanceStoreFamily tells whether instanceType can boot an instance store-backed
+// AMI (and so run an instance store-backed source).
+func isInstanceStoreFamily(instanceType string) bool {
+	_, ok := instanceStoreFamilies[instanceFamily(instanceType)]
+	return ok
 }
 
 // checkVirtualization fails when instanceType cannot run an AMI of the given
@@ -49,7 +47,7 @@ func checkInstanceType(instanceType string) error {
 func checkVirtualization(instanceType, virtualization string) error {
 	kinds, ok := instanceStoreFamilies[instanceFamily(instanceType)]
 	if !ok {
-		return checkInstanceType(instanceType)
+		return fmt.Errorf("instance_type %q cannot run an instance store-backed source AMI: only the previous-generation families %s can (for example m3.medium or c3.large); use one of them, or an EBS-backed source AMI, which any type runs", instanceType, familyNames())
 	}
 	for _, k := range kinds {
 		if k == virtualization {

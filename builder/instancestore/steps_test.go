@@ -267,6 +267,12 @@ func TestStepCheckSourceAMI(t *testing.T) {
 	if c.AMIArchitecture != "x86_64" {
 		t.Errorf("ami_architecture defaulted to %q", c.AMIArchitecture)
 	}
+	// An EBS-backed hvm source builds on any type (here a Nitro type with NVMe).
+	ebs := *img
+	ebs.RootDeviceType, ebs.VirtualizationType, ebs.BootMode = ec2types.DeviceTypeEbs, ec2types.VirtualizationTypeHvm, ec2types.BootModeValuesUefiPreferred
+	if a, st := run(testConfig(t, "instance_type", "m5d.large"), []string{"m5d.large"}, "hvm", &ebs); a != multistep.ActionContinue {
+		t.Fatalf("EBS-backed source halted: %v", st.Get(keyError))
+	}
 	for _, tc := range []struct {
 		types []string
 		virt  string
@@ -275,10 +281,22 @@ func TestStepCheckSourceAMI(t *testing.T) {
 	}{
 		{[]string{"r3.large"}, "paravirtual", nil, `instance_type "r3.large" cannot run the paravirtual source AMI: the r3 family runs hvm AMIs only`},
 		{[]string{"m3.medium"}, "hvm", nil, "is paravirtual but ami_virtualization_type is hvm"},
+		{[]string{"m5d.large"}, "paravirtual", nil, `instance_type "m5d.large" cannot run an instance store-backed source AMI: only the previous-generation families c1 c3 d2 i2 m1 m2 m3 r3 x1 can (for example m3.medium or c3.large); use one of them, or an EBS-backed source AMI, which any type runs`},
 		{[]string{"m3.medium"}, "paravirtual", func(i ec2types.Image) ec2types.Image {
 			i.RootDeviceType = ec2types.DeviceTypeEbs
 			return i
-		}, `has root device type "ebs": this builder needs an instance store-backed source AMI`},
+		}, `source AMI ` + aws.ToString(img.ImageId) + ` is EBS-backed and paravirtual, with ami_virtualization_type paravirtual: from an EBS-backed source this builder makes hvm AMIs only; use an hvm source AMI and set ami_virtualization_type = "hvm"`},
+		{[]string{"m5d.large"}, "hvm", func(i ec2types.Image) ec2types.Image {
+			i.RootDeviceType = ec2types.DeviceTypeEbs
+			i.VirtualizationType = ec2types.VirtualizationTypeHvm
+			i.BootMode = ec2types.BootModeValuesUefi
+			return i
+		}, `boots with UEFI only (boot mode uefi): the instance store families (c3, d2, i2, m3, r3, x1) boot legacy BIOS only; use a source AMI whose boot mode is legacy-bios, uefi-preferred or unset`},
+		{[]string{"m5d.large"}, "hvm", func(i ec2types.Image) ec2types.Image {
+			i.RootDeviceType = "nfs"
+			i.VirtualizationType = ec2types.VirtualizationTypeHvm
+			return i
+		}, `has root device type "nfs": use an EBS-backed or instance store-backed source AMI`},
 		{[]string{"m1.small"}, "paravirtual", func(i ec2types.Image) ec2types.Image {
 			i.Platform = ec2types.PlatformValuesWindows
 			return i

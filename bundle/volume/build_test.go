@@ -282,13 +282,14 @@ func TestBuildScratchInsideVolume(t *testing.T) {
 	}
 }
 
-// TestBuildRefusesOverEC2Limit: a source filesystem over 10 GiB cannot be imaged at
-// its own size; the error says why and what to do.
+// TestBuildRefusesOverEC2Limit: an image size over 10 GiB is refused; the error says
+// why and what to do. (By default a larger volume is imaged at what its files need:
+// TestBuildLargeVolumeDefaultsToNeed.)
 func TestBuildRefusesOverEC2Limit(t *testing.T) {
 	testroot.Require(t)
 	src := newTestFS(t, filepath.Join(t.TempDir(), "big.fs"), 0, 10400<<20, "mkfs.ext4", "-q")
 	scratch := t.TempDir()
-	_, err := Build(context.Background(), Config{PlanConfig: PlanConfig{Volume: src.Dir, Scratch: scratch}})
+	_, err := Build(context.Background(), Config{PlanConfig: PlanConfig{Volume: src.Dir, Scratch: scratch}, Size: 10300 << 20})
 	if err == nil || !strings.Contains(err.Error(), "at most 10240 MiB") || !strings.Contains(err.Error(), "image size") {
 		t.Fatalf("error %v, want one about EC2's 10 GiB limit and the image size", err)
 	}

@@ -19,6 +19,10 @@ import (
 // only in syncfs, fsync of the image file and the filesystem's error state.
 var ErrImageWrite = errors.New("writes to the image were lost")
 
+// ErrScratchFull is returned, with Config.RequireScratchRoom, before anything is
+// imaged when the scratch directory has less room than the image's data.
+var ErrScratchFull = errors.New("not enough room for the image")
+
 // imageGuard checks, after the copy, that every write reached the image file.
 type imageGuard struct {
 	file    *os.File // the image file, opened before the loop device: its fsync reports every writeback error since

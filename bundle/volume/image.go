@@ -32,6 +32,17 @@ type Config struct {
 	// AfterCopy, when set, runs on the image's mounted root after the copy and before
 	// the unmount (the agent removes Packer's temporary SSH key there).
 	AfterCopy func(root string) error
+	// XenBoot checks the image for what would stop it booting on the Xen HVM types
+	// that run instance store-backed AMIs (legacy BIOS, /dev/xvd* disks): a UEFI-only
+	// disk and a kernel without Xen front-ends are refused; a root named by its device
+	// in /etc/fstab or grub.cfg is renamed by UUID in the image (Image.Changes).
+	XenBoot bool
+	// KernelRelease is the kernel whose configuration and initramfs XenBoot checks;
+	// "" is the running kernel's (uname -r).
+	KernelRelease string
+	// RequireScratchRoom fails the build before imaging (ErrScratchFull) when the
+	// scratch directory has less free space than the image's data, instead of warning.
+	RequireScratchRoom bool
 
 	// sourceDisk replaces sysfs discovery of the disk that holds the volume (tests,
 	// where loop devices have no partition nodes).
@@ -49,9 +60,12 @@ type Image struct {
 	FSOffset int64       // byte offset of the filesystem in the image
 	Stats    CopyStats
 	Plan     *Plan
-	workDir  string
-	scratch  string
-	created  string // the topmost directory of scratch that Build created, or ""
+	// Changes are what XenBoot changed in the image (never on the source), one line
+	// each.
+	Changes []string
+	workDir string
+	scratch string
+	created string // the topmost directory of scratch that Build created, or ""
 }
 
 // Remove deletes the image and its work directory, and the scratch directories
@@ -219,7 +233,15 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		return img, err
 	}
 	img.Layout = layout
+	if layout != nil && cfg.XenBoot {
+		if err := layout.CheckLegacyBIOS(); err != nil {
+			return img, err
+		}
+	}
 	if layout != nil {
+		if n, ok := layout.KeptESP(); ok {
+			fmt.Fprintf(log, "keeping the EFI system partition (partition %d) in the image\n", n)
+		}
 		for _, d := range layout.Dropped {
 			warn("not copied into the disk image: source " + d)
 		}
@@ -234,9 +256,23 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	if layout != nil {
 		offset, overhead = layout.RootStart*sectorSize, layout.Overhead()
 	}
+	// What the copy writes: the volume's used space less what the exclusions and the
+	// emptied directories leave out.
+	used, left := usedBytes(plan.Volume), plan.leftOutBytes()
+	need := max(used-left, 0)
 	total := cfg.Size
+	fsDefault := fs.Size
 	if total == 0 {
 		total = roundUp(offset+fs.Size+overhead, 1<<20)
+		if total > bundle.MaxImageSize {
+			// A volume larger than EC2 allows (an EBS root of 20 GiB, ...): the image
+			// is as big as the files need, with headroom.
+			fsDefault = roundUp(need+max(need/4, 512<<20), 1<<20) / int64(fs.BlockSize) * int64(fs.BlockSize)
+			total = roundUp(offset+fsDefault+overhead, 1<<20)
+			if total <= bundle.MaxImageSize {
+				fmt.Fprintf(log, "the volume's %d MiB are more than an instance store-backed AMI can have: the image is %d MiB, for the %d MiB of files and room to spare\n", fs.Size>>20, total>>20, need>>20)
+			}
+		}
 	}
 	if total > bundle.MaxImageSize {
 		return img, fmt.Errorf("the image would be %d MiB: EC2 boots instance-store AMIs of at most %d MiB (10 GiB); give an image size of at most %d MiB with enough room for the %.0f MiB in use",
@@ -244,22 +280,22 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 	}
 	fsSize := (total - offset - overhead) / int64(fs.BlockSize) * int64(fs.BlockSize)
 	if cfg.Size == 0 {
-		fsSize = fs.Size // the rounding slack stays outside the partition
+		fsSize = fsDefault // the rounding slack stays outside the partition
 	}
 	if fsSize < 16<<20 {
 		return img, fmt.Errorf("an image size of %d MiB leaves %d MiB for the filesystem: too small", total>>20, fsSize>>20)
 	}
-	// What the copy writes: the volume's used space less what the exclusions and the emptied
-	// directories leave out.
-	used, left := usedBytes(plan.Volume), plan.leftOutBytes()
-	need := max(used-left, 0)
 	if need > fsSize {
 		warn(fmt.Sprintf("the volume uses %d MiB (%d MiB after exclusions) but the image filesystem has %d MiB: the copy will fail; give a larger image size or exclude more", used>>20, need>>20, fsSize>>20))
 	}
 	var sfs unix.Statfs_t
 	if unix.Statfs(scratch, &sfs) == nil {
 		if free := int64(sfs.Bavail) * int64(sfs.Bsize); free < need {
-			warn(fmt.Sprintf("scratch directory %s has %d MiB free but the image will hold %d MiB (%d MiB used on the volume, %d MiB excluded): the image will not fit and bundling will fail; use a scratch directory with more room (an instance-store volume)", scratch, free>>20, need>>20, used>>20, left>>20))
+			msg := fmt.Sprintf("scratch directory %s has %d MiB free but the image will hold %d MiB (%d MiB used on the volume, %d MiB excluded)", scratch, free>>20, need>>20, used>>20, left>>20)
+			if cfg.RequireScratchRoom {
+				return img, fmt.Errorf("%w: %s: use a scratch directory with more room (an instance-store volume, or an EBS volume mounted there)", ErrScratchFull, msg)
+			}
+			warn(msg + ": the image will not fit and bundling will fail; use a scratch directory with more room (an instance-store volume)")
 		}
 	}
 	img.Size, img.FSOffset = total, offset
@@ -342,6 +378,28 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		if err := cfg.AfterCopy(mnt); err != nil {
 			return img, err
 		}
+	}
+	if cfg.XenBoot {
+		rel := cfg.KernelRelease
+		if rel == "" {
+			var u unix.Utsname
+			if err := unix.Uname(&u); err != nil {
+				return img, fmt.Errorf("uname: %w", err)
+			}
+			rel = unix.ByteSliceToString(u.Release[:])
+		}
+		ifs, err := ReadFSInfo(loop.Path)
+		if err != nil {
+			return img, fmt.Errorf("the image filesystem: %w", err)
+		}
+		changes, err := xenBoot(mnt, ifs.UUIDString(), rel, warn)
+		if err != nil {
+			return img, err
+		}
+		for _, c := range changes {
+			fmt.Fprintf(log, "changed in the image (not on this instance): %s\n", c)
+		}
+		img.Changes = changes
 	}
 	if err := guard.checkMounted(); err != nil {
 		return img, err

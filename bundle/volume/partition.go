@@ -23,12 +23,13 @@ const (
 var (
 	gptTypeBIOSBoot = mustGUID("21686148-6449-6E6F-744E-656564454649")
 	gptTypeLinux    = mustGUID("0FC63DAF-8483-4772-8E79-3D69D8477DE4")
+	gptTypeESP      = mustGUID("C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
 )
 
 // DiskLayout is the partitioned disk an HVM image is written as: the table type, the
 // root partition's slot and start, and what is carried over from the source disk (boot
 // code, the gap before the first partition where GRUB 2 keeps core.img, a BIOS boot
-// partition).
+// partition, an EFI system partition before the root, as today's cloud images have).
 type DiskLayout struct {
 	Table     string // "mbr" or "gpt"
 	RootIndex int    // 0-based slot of the root partition in the table
@@ -44,8 +45,12 @@ type DiskLayout struct {
 	biosIndex  int // slot of the BIOS boot partition, -1 if none
 	biosStart  int64
 	biosEnd    int64 // inclusive
+	espIndex   int   // slot of the EFI system partition kept in the image, -1 if none
+	espStart   int64
+	espEnd     int64 // inclusive
 	Dropped    []string
 	freshTable bool
+	hasESP     bool // the source disk has an EFI system partition (kept or not)
 }
 
 // Overhead is the number of bytes the layout needs after the root filesystem (the GPT
@@ -67,7 +72,7 @@ func (l *DiskLayout) entrySectors() int64 {
 // FreshLayout is a new table of the given type with one root partition at 1 MiB and no
 // boot code: used when the partition layout asks for a table the source disk does not have.
 func FreshLayout(table string) *DiskLayout {
-	return &DiskLayout{Table: table, RootIndex: 0, RootStart: 2048, biosIndex: -1, freshTable: true}
+	return &DiskLayout{Table: table, RootIndex: 0, RootStart: 2048, biosIndex: -1, espIndex: -1, freshTable: true}
 }
 
 type mbrEntry struct {
@@ -121,7 +126,7 @@ func ReadLayout(disk *SourceDisk) (*DiskLayout, error) {
 		return nil, fmt.Errorf("%s has no MBR signature: use the partition layout none, mbr or gpt", disk.Path)
 	}
 	ents := mbrEntries(s0)
-	l := &DiskLayout{source: disk.Path, sector0: s0, biosIndex: -1, RootStart: disk.Start, RootIndex: disk.PartNumber - 1}
+	l := &DiskLayout{source: disk.Path, sector0: s0, biosIndex: -1, espIndex: -1, RootStart: disk.Start, RootIndex: disk.PartNumber - 1}
 	if ents[0].Type == 0xEE {
 		return l, l.readGPT(f, disk)
 	}
@@ -196,7 +201,15 @@ func (l *DiskLayout) readGPT(f io.ReaderAt, disk *SourceDisk) error {
 		case i == l.RootIndex:
 		case e.Type == gptTypeBIOSBoot && l.biosIndex < 0 && int64(e.LastLBA) < disk.Start:
 			l.biosIndex, l.biosStart, l.biosEnd = i, int64(e.FirstLBA), int64(e.LastLBA)
+		case e.Type == gptTypeESP && l.espIndex < 0 && int64(e.LastLBA) < disk.Start && e.LastLBA >= e.FirstLBA:
+			// Kept verbatim: the image's disk is as big as the root needs, and the
+			// ESP lies before it.
+			l.espIndex, l.espStart, l.espEnd = i, int64(e.FirstLBA), int64(e.LastLBA)
+			l.hasESP = true
 		default:
+			if e.Type == gptTypeESP {
+				l.hasESP = true
+			}
 			l.Dropped = append(l.Dropped, fmt.Sprintf("partition %d (%s)", i+1, formatGUID(e.Type)))
 		}
 	}
@@ -242,6 +255,11 @@ func (l *DiskLayout) WriteTable(img io.WriterAt, totalSectors, fsSectors int64) 
 	if l.biosIndex >= 0 {
 		if err := copyRange(img, src, l.biosStart*sectorSize, (l.biosEnd-l.biosStart+1)*sectorSize); err != nil {
 			return fmt.Errorf("copying the BIOS boot partition of %s: %w", l.source, err)
+		}
+	}
+	if l.espIndex >= 0 {
+		if err := copyRange(img, src, l.espStart*sectorSize, (l.espEnd-l.espStart+1)*sectorSize); err != nil {
+			return fmt.Errorf("copying the EFI system partition of %s: %w", l.source, err)
 		}
 	}
 	return nil
@@ -315,7 +333,7 @@ func (l *DiskLayout) writeGPT(img io.WriterAt, totalSectors, rootEnd int64) erro
 	if l.gpt != nil {
 		h.NumEntries, h.EntrySize, h.DiskGUID, h.FirstUsableLBA = l.gpt.NumEntries, l.gpt.EntrySize, l.gpt.DiskGUID, l.gpt.FirstUsableLBA
 		entries = make([]byte, len(l.entries))
-		for _, i := range []int{l.RootIndex, l.biosIndex} {
+		for _, i := range []int{l.RootIndex, l.biosIndex, l.espIndex} {
 			if i >= 0 {
 				off := i * int(h.EntrySize)
 				copy(entries[off:off+int(h.EntrySize)], l.entries[off:])
@@ -404,4 +422,18 @@ func mustGUID(s string) [16]byte {
 func formatGUID(g [16]byte) string {
 	return fmt.Sprintf("%02X%02X%02X%02X-%02X%02X-%02X%02X-%X-%X",
 		g[3], g[2], g[1], g[0], g[5], g[4], g[7], g[6], g[8:10], g[10:16])
+}
+
+// KeptESP tells whether the image keeps the source disk's EFI system partition, and
+// its 1-based partition number.
+func (l *DiskLayout) KeptESP() (int, bool) { return l.espIndex + 1, l.espIndex >= 0 }
+
+// CheckLegacyBIOS fails for a source disk that boots with UEFI only: a GPT disk with an
+// EFI system partition and no BIOS boot partition, where GRUB for BIOS (i386-pc) keeps
+// its core image. The instance store families boot Xen HVM guests with legacy BIOS.
+func (l *DiskLayout) CheckLegacyBIOS() error {
+	if l.Table == PartitionGPT && l.source != "" && l.hasESP && l.biosIndex < 0 {
+		return fmt.Errorf("the disk %s boots with UEFI only (a GPT disk with an EFI system partition and no BIOS boot partition): the instance types that run instance store-backed AMIs boot legacy BIOS; start from a source whose disk has a BIOS boot partition with GRUB for i386-pc (official Debian, Ubuntu and Amazon Linux cloud images do), or add one and run grub-install --target=i386-pc on the source first", l.source)
+	}
+	return nil
 }
