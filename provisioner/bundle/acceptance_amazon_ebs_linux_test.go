@@ -136,6 +136,10 @@ func TestAcceptanceAmazonEBS(t *testing.T) {
 	if !strings.Contains(out, "Registered AMI "+aws.ToString(is.ImageId)) {
 		t.Errorf("the output does not name the instance store AMI %s", aws.ToString(is.ImageId))
 	}
+	// amazon-ebs's temporary key pair is not left in the image's authorized_keys.
+	if !strings.Contains(out, "temporary SSH key line(s) from /home/admin/.ssh/authorized_keys") {
+		t.Errorf("the output does not show amazon-ebs's temporary SSH key removed from the image")
+	}
 	loc := aws.ToString(is.ImageLocation)
 	locBucket, key, _ := strings.Cut(loc, "/")
 	if locBucket != bucket || !strings.HasSuffix(key, ".manifest.xml") {
