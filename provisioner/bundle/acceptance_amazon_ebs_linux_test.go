@@ -168,9 +168,12 @@ func TestAcceptanceAmazonEBS(t *testing.T) {
 	// A new instance of each finds the file the shell provisioner wrote; the instance
 	// store one on a type that runs instance store-backed hvm AMIs.
 	want := "provisioned under amazon-ebs from " + sourceAMI + "\n"
+	// The instance store AMI's ~admin/.ssh/authorized_keys is empty; amazon-ebs's own
+	// AMI keeps the temporary key (ssh_clear_authorized_keys is off by default).
+	keysLeft := map[string]string{aws.ToString(is.ImageId): "0", aws.ToString(ebs.ImageId): "1"}
 	for _, l := range []struct{ ami, itype string }{{aws.ToString(is.ImageId), "m3.medium"}, {aws.ToString(ebs.ImageId), "t3.micro"}} {
 		start := time.Now()
-		text, err := launch.Run(ctx, ec2c, l.ami, l.itype, "admin", "cat /etc/instancestore/amazon-ebs.txt", t.Logf)
+		text, err := launch.Run(ctx, ec2c, l.ami, l.itype, "admin", "cat /etc/instancestore/amazon-ebs.txt; wc -l <.ssh/authorized_keys >/tmp/keys; test $(cat /tmp/keys) = "+keysLeft[l.ami], t.Logf)
 		if err != nil {
 			t.Fatalf("launching %s on %s: %v\n%s", l.ami, l.itype, err, text)
 		}

@@ -71,6 +71,9 @@ build {
     inline = [
       "sudo mkdir -p /etc/instancestore",
       "echo 'provisioned under amazon-ebs from ${build.SourceAMI}' | sudo tee /etc/instancestore/amazon-ebs.txt",
+      # As cloud-init does on EC2, the key pair's key in ~/.ssh/authorized_keys (the
+      # local instances keep it in /run/instance): instancestore-bundle must drop it.
+      "if [ -f /run/instance/authorized_keys/admin ]; then mkdir -p ~/.ssh && cat /run/instance/authorized_keys/admin >>~/.ssh/authorized_keys; fi",
     ]
   }
 
