@@ -5,7 +5,10 @@
 # own EBS-backed AMI of the same machine (skip_create_ami = true leaves it out).
 # The endpoints and credentials come from the environment that `instancestore-localenv
 # up` prints (AWS_ENDPOINT_URL_EC2/_S3/_STS, AWS_ACCESS_KEY_ID, ...);
-# acceptance_amazon_ebs_linux_test.go runs it.
+# acceptance_amazon_ebs_linux_test.go runs it. bundle_partition stays `auto`, as on AWS:
+# the local instances show their root filesystem as a whole device (no partition
+# table to keep), so the image is that filesystem; on AWS `auto` keeps the source
+# disk's GPT, BIOS boot partition and boot gap.
 
 packer {
   required_plugins {
