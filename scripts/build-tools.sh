@@ -3,11 +3,13 @@
 #   packer v1.11.2                          (tools/packer)     always
 #   packer-sdc at go.mod's SDK version      (tools/packer-sdc) always
 #   goreleaser v2.15.1                      (tools/goreleaser) with the argument goreleaser
+#   packer-plugin-amazon v1.8.2             (tools/amazon)     with the argument amazon
+#     (HashiCorp's amazon-ebs builder; the provisioner's amazon-ebs acceptance test)
 # A tool set is skipped when bin/ already holds binaries made from the same go.mod/go.sum
 # with the same Go toolchain (recorded in bin/.<set>-stamp), so tests and `make demo`
 # can call this every time. Packer takes a few minutes to build the first time.
 #
-#   scripts/build-tools.sh [--force] [goreleaser]
+#   scripts/build-tools.sh [--force] [goreleaser] [amazon]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${BIN:-$root/bin}"
@@ -18,6 +20,7 @@ for a in "$@"; do
 	case "$a" in
 	--force) force=1 ;;
 	goreleaser) sets+=(goreleaser) ;;
+	amazon) sets+=(amazon) ;;
 	*) echo "build-tools: unknown argument $a" >&2; exit 2 ;;
 	esac
 done
@@ -28,6 +31,7 @@ binaries() {
 	packer) echo "packer=github.com/hashicorp/packer" ;;
 	sdc) echo "packer-sdc=github.com/hashicorp/packer-plugin-sdk/cmd/packer-sdc" ;;
 	goreleaser) echo "goreleaser=github.com/goreleaser/goreleaser/v2" ;;
+	amazon) echo "packer-plugin-amazon=github.com/hashicorp/packer-plugin-amazon" ;;
 	esac
 }
 

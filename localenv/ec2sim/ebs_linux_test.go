@@ -1,11 +1,8 @@
 package ec2sim
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	"github.com/instancestore/packer-plugin-instancestore/internal/clouddisk"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 	nsinstance "github.com/instancestore/packer-plugin-instancestore/localenv/instance"
 )
@@ -24,35 +22,9 @@ import (
 func cloudDisk(t *testing.T, marker string) string {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), "cloud.raw")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
+	if err := clouddisk.Make(ctxT(t), liteRoot(t), img, 2<<30); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(img, 2<<30); err != nil {
-		t.Fatal(err)
-	}
-	run := func(name string, args ...string) string {
-		out, err := exec.Command(name, args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	run("sgdisk", "-n", "14:2048:+4M", "-t", "14:ef02", "-n", "15:0:+106M", "-t", "15:ef00", "-n", "1:0:0", "-t", "1:8300", img)
-	var first, last int64
-	for _, l := range strings.Split(run("sgdisk", "-i", "1", img), "\n") {
-		f := strings.Fields(l)
-		if len(f) >= 3 && f[0] == "First" && f[1] == "sector:" {
-			first, _ = strconv.ParseInt(f[2], 10, 64)
-		}
-		if len(f) >= 3 && f[0] == "Last" && f[1] == "sector:" {
-			last, _ = strconv.ParseInt(f[2], 10, 64)
-		}
-	}
-	if first == 0 || last <= first {
-		t.Fatalf("partition 1 of %s: sectors %d-%d", img, first, last)
-	}
-	run("mkfs.ext4", "-q", "-F", "-L", "cloudimg-rootfs", "-E", fmt.Sprintf("offset=%d", first*512), "-d", liteRoot(t), img,
-		strconv.FormatInt((last-first+1)/2, 10)+"k")
 	dir, unmount, err := nsinstance.MountImage(img)
 	if err != nil {
 		t.Fatal(err)

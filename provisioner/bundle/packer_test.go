@@ -305,7 +305,8 @@ func installPlugin(t *testing.T, dir string) (string, []string) {
 	t.Helper()
 	packer := packerBin(t)
 	pluginBin := filepath.Join(dir, "packer-plugin-instancestore")
-	build := exec.Command("go", "build", "-ldflags=-s -w", "-o", pluginBin, "./testdata/plugin")
+	// A release version, so that templates' required_plugins (">= 0.1.0") take it.
+	build := exec.Command("go", "build", "-ldflags=-s -w -X github.com/instancestore/packer-plugin-instancestore/version.VersionPrerelease=", "-o", pluginBin, "./testdata/plugin")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the test plugin: %v: %s", err, out)

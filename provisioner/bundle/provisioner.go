@@ -36,7 +36,7 @@ func (p *Provisioner) Prepare(raws ...interface{}) error { return p.config.Prepa
 
 // Provision implements packersdk.Provisioner: preflight the bucket, bundle and upload
 // through the agent, then register the AMI when ami_name is set.
-func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packersdk.Communicator, _ map[string]interface{}) error {
+func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packersdk.Communicator, generatedData map[string]interface{}) error {
 	c := &p.config
 	awsCfg, err := c.AccessConfig.Config(ctx)
 	if err != nil {
@@ -82,6 +82,9 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 	} else {
 		dcfg.Job = c.Options.Request(agent.ModeVolume)
 		dcfg.Job.Volume = c.VolumeOptions.VolumeRequest(c.BundleVolume)
+		if dcfg.Job.Volume.RemoveAuthorizedKeys, err = temporaryPublicKeys(generatedData); err != nil {
+			return err
+		}
 	}
 	res, err := driver.Run(ctx, dcfg)
 	if errors.Is(err, driver.ErrAgentDidNotStart) {
