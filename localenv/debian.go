@@ -117,7 +117,7 @@ func tailString(s string, n int) string {
 }
 
 // debianVMRootVersion changes whenever debianVMSetup (or the units it installs) change.
-const debianVMRootVersion = "debian-12-vm-4"
+const debianVMRootVersion = "debian-12-vm-5"
 
 // debianVMPackages make the minbase root a machine that boots on its own: a kernel
 // with virtio (and Xen front-ends, like EC2's), GRUB 2 for BIOS boot, systemd and udev,
@@ -180,7 +180,7 @@ mkdir -p "$R/etc/default/grub.d"
 cat > "$R/etc/default/grub.d/50-instancestore.cfg" <<'CFG'
 GRUB_TIMEOUT=0
 GRUB_CMDLINE_LINUX_DEFAULT=""
-GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200 net.ifnames=0"
+GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200 net.ifnames=0 no_timer_check"
 GRUB_TERMINAL="console serial"
 GRUB_SERIAL_COMMAND="serial --speed=115200"
 CFG

@@ -44,7 +44,7 @@ var SeedKinds = []SeedKind{SeedHVMMBR, SeedHVMGPT, SeedPV, SeedEBSCloud}
 
 // seedLayoutVersion changes whenever the images' layout or boot setup (this file)
 // changes; the root's own version (debianVMRootVersion) is part of every name too.
-const seedLayoutVersion = "seed-1"
+const seedLayoutVersion = "seed-2"
 
 // SeedRootLabel is the root filesystem's label in every seed image (fstab mounts / by
 // it, as Ubuntu's and Debian's cloud images do).
@@ -274,7 +274,10 @@ func randomUUID() (string, error) {
 // messages on the serial console (the last console= is /dev/console), which is what
 // GetConsoleOutput shows. Debian's /etc/default/grub.d (debianVMSetup) says the same
 // for an update-grub in the guest.
-const seedCmdline = "ro console=tty0 console=ttyS0,115200 net.ifnames=0"
+// no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can
+// miss its ticks and panic ("IO-APIC + timer doesn't work!"), as seen here; cloud
+// images for VMs set it for the same reason.
+const seedCmdline = "ro console=tty0 console=ttyS0,115200 net.ifnames=0 no_timer_check"
 
 func writeGrubCfg(root, kver, uuid, table string) error {
 	partmod := map[string]string{"dos": "part_msdos", "gpt": "part_gpt"}[table]
@@ -336,7 +339,7 @@ timeout 0
 
 title Debian GNU/Linux, with Linux %s
 root (hd0)
-kernel /boot/vmlinuz-%s root=LABEL=%s ro console=hvc0 console=ttyS0
+kernel /boot/vmlinuz-%s root=LABEL=%s ro console=hvc0 console=ttyS0 no_timer_check
 initrd /boot/initrd.img-%s
 `, kver, kver, SeedRootLabel, kver)
 	dir := filepath.Join(root, "boot", "grub")

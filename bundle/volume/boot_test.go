@@ -166,7 +166,7 @@ func makeInitrd(t testing.TB, initBin []byte, modules string) string {
 // bootImage boots img under qemu (TCG) and returns the marker line its init printed.
 func bootImage(t testing.TB, img, vmlinuz, initrd, root string) string {
 	return runQemu(t, "-kernel", vmlinuz, "-initrd", initrd,
-		"-append", "root="+root+" init=/sbin/init-test console=ttyS0 panic=-1 quiet",
+		"-append", "root="+root+" init=/sbin/init-test console=ttyS0 panic=-1 quiet no_timer_check",
 		"-drive", "file="+img+",format=raw,if=virtio")
 }
 

@@ -76,7 +76,7 @@ func TestGRUBBoot(t *testing.T) {
 				writeFile(t, filepath.Join(src.Dir, to), b, 0o644)
 			}
 			root := fmt.Sprintf("/dev/vda%d", c.part)
-			installGRUB(t, disk, src.Dir, src.Dev, c.grubRoot, "root="+root+" init=/sbin/init-test console=ttyS0 panic=-1 quiet")
+			installGRUB(t, disk, src.Dir, src.Dev, c.grubRoot, "root="+root+" init=/sbin/init-test console=ttyS0 panic=-1 quiet no_timer_check")
 			exec.Command("sync").Run()
 
 			img, err := Build(context.Background(), Config{

@@ -50,11 +50,11 @@ func TestPlanInstanceStore(t *testing.T) {
 // TestPVCmdline: Xen's partition-less root and console become the VM's.
 func TestPVCmdline(t *testing.T) {
 	for in, want := range map[string]string{
-		"root=/dev/xvda1 ro console=hvc0":          "root=/dev/vda ro console=hvc0 console=ttyS0",
-		"ro root=/dev/sda1":                        "ro root=/dev/vda console=ttyS0",
-		"root=LABEL=cloudimg-rootfs console=ttyS0": "root=LABEL=cloudimg-rootfs console=ttyS0",
-		"root=UUID=0a-1b ro":                       "root=UUID=0a-1b ro console=ttyS0",
-		"root=/dev/xvda1x":                         "root=/dev/xvda1x console=ttyS0",
+		"root=/dev/xvda1 ro console=hvc0":          "root=/dev/vda ro console=hvc0 console=ttyS0 no_timer_check",
+		"ro root=/dev/sda1":                        "ro root=/dev/vda console=ttyS0 no_timer_check",
+		"root=LABEL=cloudimg-rootfs console=ttyS0": "root=LABEL=cloudimg-rootfs console=ttyS0 no_timer_check",
+		"root=UUID=0a-1b ro":                       "root=UUID=0a-1b ro console=ttyS0 no_timer_check",
+		"root=/dev/xvda1x":                         "root=/dev/xvda1x console=ttyS0 no_timer_check",
 	} {
 		if got := pvCmdline(in); got != want {
 			t.Errorf("pvCmdline(%q) = %q, want %q", in, got, want)
