@@ -84,22 +84,22 @@ const bannerTimeout = 30 * time.Second
 
 // VM is one running guest.
 type VM struct {
-	id      string
-	dir     string
-	net     *instance.Network
-	imdsLn  net.Listener
-	imds    *http.Server
-	fw      *instance.Forwarder
-	ssh     *instance.Forwarder
-	cmd     *exec.Cmd
-	qmp     *qmpClient // qemu's QMP monitor on its stdin and stdout
-	exited  chan struct{}
+	id     string
+	dir    string
+	net    *instance.Network
+	imdsLn net.Listener
+	imds   *http.Server
+	fw     *instance.Forwarder
+	ssh    *instance.Forwarder
+	cmd    *exec.Cmd
+	qmp    *qmpClient // qemu's QMP monitor on its stdin and stdout
+	exited chan struct{}
 	// graceful: the guest has EBS volumes, whose data outlives it; Terminate powers it
 	// off through ACPI first, as EC2's stop and terminate do.
 	graceful bool
 	// disks are its EBS volumes by id (hot-plug, hotMu).
-	hotMu sync.Mutex
-	disks map[string]disk
+	hotMu   sync.Mutex
+	disks   map[string]disk
 	stderr  *tailBuffer
 	stopMu  sync.Mutex
 	stopped bool
