@@ -91,7 +91,8 @@ func TestEBSInstanceOnNitro(t *testing.T) {
 	if rootVol == "" {
 		t.Fatalf("DescribeInstances names no root volume at %s: %+v", aws.ToString(in.RootDeviceName), in.BlockDeviceMappings)
 	}
-	cl, err := dialSSH(aws.ToString(in.PrivateIpAddress), "admin", aws.ToString(kp.KeyMaterial))
+	ip := aws.ToString(in.PrivateIpAddress)
+	cl, err := dialSSH(ip, "admin", aws.ToString(kp.KeyMaterial))
 	if err != nil {
 		t.Fatalf("%v; console:\n%s", err, console())
 	}
@@ -182,6 +183,9 @@ func TestEBSInstanceOnNitro(t *testing.T) {
 	}
 	in = waitState(t, c, id, types.InstanceStateNameRunning)
 	t.Logf("StartInstances to SSH (TCG, m5d.large): %s", time.Since(start).Round(100*time.Millisecond))
+	if got := aws.ToString(in.PrivateIpAddress); got != ip {
+		t.Errorf("private IP after stop and start %s, want the one it had: %s", got, ip)
+	}
 	cl, err = dialSSH(aws.ToString(in.PrivateIpAddress), "admin", aws.ToString(kp.KeyMaterial))
 	if err != nil {
 		t.Fatalf("after StartInstances: %v; console:\n%s", err, console())

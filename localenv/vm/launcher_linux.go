@@ -164,7 +164,13 @@ func (l *VMLauncher) Launch(ctx context.Context, spec ec2sim.LaunchSpec) (_ ec2s
 			v.Terminate(context.Background())
 		}
 	}()
-	if v.net, err = instance.NewNetwork(ctx, netip.Addr{}); err != nil {
+	// StartInstances asks for the address the instance had before it was stopped, as
+	// EC2 keeps it; when it was taken meanwhile, any free one.
+	addr, _ := netip.ParseAddr(spec.PrivateIP)
+	if v.net, err = instance.NewNetwork(ctx, addr); err != nil && addr.IsValid() {
+		v.net, err = instance.NewNetwork(ctx, netip.Addr{})
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(v.dir, "netns"), []byte(v.net.Name()+"\n"), 0o600); err != nil {
