@@ -153,9 +153,6 @@ func (l *VMLauncher) Launch(ctx context.Context, spec ec2sim.LaunchSpec) (_ ec2s
 	}
 	start := time.Now()
 	v := &VM{id: spec.InstanceID, dir: filepath.Join(l.WorkDir, spec.InstanceID), exited: make(chan struct{}), stderr: &tailBuffer{max: 16 << 10}, disks: map[string]disk{}}
-	for _, vol := range spec.Volumes {
-		v.graceful = v.graceful || !vol.InstanceStore
-	}
 	if err := os.MkdirAll(v.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the instance directory: %w", err)
 	}
@@ -212,6 +209,11 @@ func (l *VMLauncher) Launch(ctx context.Context, spec ec2sim.LaunchSpec) (_ ec2s
 	v.logf(l, "qemu %d started in %s (%s, %s)", v.PID(), v.net.Name(), spec.Virtualization, spec.InstanceType)
 	if err := v.waitSSH(ctx); err != nil {
 		return nil, err
+	}
+	// From now on its EBS volumes hold a running system's file systems: Terminate
+	// shuts it down first (a guest that never came up is just powered off).
+	for _, vol := range spec.Volumes {
+		v.graceful = v.graceful || !vol.InstanceStore
 	}
 	v.logf(l, "sshd answers on %s:22 after %s", v.PrivateIP(), time.Since(start).Round(100*time.Millisecond))
 	return v, nil
