@@ -39,7 +39,7 @@ type qmpMessage struct {
 	QMP   json.RawMessage `json:"QMP,omitempty"`
 }
 
-// newQMP starts reading r (qemu's stdout) and negotiates capabilities in the
+// newQMP starts reading r (qemu's stdout, closed when qemu closes it) and negotiates capabilities in the
 // background; commands wait for that.
 func newQMP(w io.WriteCloser, r io.Reader) *qmpClient {
 	q := &qmpClient{w: w, pending: map[string]chan qmpMessage{}, changed: make(chan struct{}), ready: make(chan struct{})}
@@ -73,6 +73,9 @@ func (q *qmpClient) read(r io.Reader) {
 			q.changed = make(chan struct{})
 		}
 		q.mu.Unlock()
+	}
+	if c, ok := r.(io.Closer); ok {
+		c.Close()
 	}
 	q.mu.Lock()
 	q.closed = errors.New("qemu's QMP monitor closed (qemu exited)")
