@@ -65,6 +65,9 @@ const (
 	DebianHVMMBRAMIName = "instancestore-debian-12-hvm-mbr"
 	DebianHVMGPTAMIName = "instancestore-debian-12-hvm-gpt"
 	DebianPVAMIName     = "instancestore-debian-12-pv"
+	// DebianEBSAMIName is EBS-backed, shaped like today's official cloud images
+	// (SeedEBSCloud): boots on Nitro types from NVMe.
+	DebianEBSAMIName = "instancestore-debian-12-ebs"
 )
 
 // VMLaunchTimeout is how long a VM instance may take from RunInstances to sshd's
@@ -85,6 +88,7 @@ var vmSeeds = []struct {
 	{DebianHVMMBRAMIName, "Debian 12 (hvm, MBR disk, GRUB 2, cloud-init)", "hvm", SeedHVMMBR},
 	{DebianHVMGPTAMIName, "Debian 12 (hvm, GPT disk with a BIOS boot partition, GRUB 2, cloud-init)", "hvm", SeedHVMGPT},
 	{DebianPVAMIName, "Debian 12 (paravirtual, bare ext4, PV-GRUB menu.lst, cloud-init)", "paravirtual", SeedPV},
+	{DebianEBSAMIName, "Debian 12 (EBS-backed, hvm, GPT with BIOS boot and EFI system partitions, NVMe, cloud-init)", "hvm", SeedEBSCloud},
 }
 
 // Env is a running environment.
@@ -198,7 +202,8 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 			if err != nil {
 				return nil, fmt.Errorf("building the base AMI %s: %w", s.name, err)
 			}
-			si := ec2sim.SeedImage{Name: s.name, Description: s.description, VirtualizationType: s.virt, Root: ec2sim.RootSource{Image: img}}
+			si := ec2sim.SeedImage{Name: s.name, Description: s.description, VirtualizationType: s.virt, Root: ec2sim.RootSource{Image: img},
+				EBS: s.kind == SeedEBSCloud}
 			if s.virt == "paravirtual" {
 				si.KernelID = PVGrubKernelID
 			}
@@ -296,7 +301,8 @@ func (e *Env) Vars() []Var {
 	if e.Machines == "vm" {
 		vars = append(vars, Var{"INSTANCESTORE_SOURCE_AMI", e.BaseAMIs[DebianPVAMIName]},
 			Var{"INSTANCESTORE_SOURCE_AMI_HVM", e.BaseAMIs[DebianHVMMBRAMIName]},
-			Var{"INSTANCESTORE_SOURCE_AMI_HVM_GPT", e.BaseAMIs[DebianHVMGPTAMIName]})
+			Var{"INSTANCESTORE_SOURCE_AMI_HVM_GPT", e.BaseAMIs[DebianHVMGPTAMIName]},
+			Var{"INSTANCESTORE_SOURCE_AMI_EBS", e.BaseAMIs[DebianEBSAMIName]})
 	} else {
 		vars = append(vars, Var{"INSTANCESTORE_SOURCE_AMI", e.BaseAMIs[LiteAMIName]},
 			Var{"INSTANCESTORE_SOURCE_AMI_HVM", e.BaseAMIs[LiteHVMAMIName]})

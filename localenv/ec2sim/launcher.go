@@ -65,6 +65,10 @@ type LaunchSpec struct {
 // an EBS-backed AMI means booting the Root volume's disk (legacy BIOS, or UEFI for an
 // AMI with the uefi boot mode) as EC2 does; the namespace launcher instead mounts its
 // root filesystem (the first ext4/XFS/Btrfs found, or GPT partition 1's).
+// localenv/vm follows it except where qemu 7.2 cannot: every NVMe controller's model
+// is "QEMU NVMe Ctrl" (the serial tells EBS from instance store), and a Xen-like
+// guest sees virtio disks vda, vdb, ... (serial = the volume id without its dash),
+// never xvd* names.
 type Volume struct {
 	DeviceName    string // the block device mapping's name: /dev/xvda, /dev/sdf; "ephemeral0" for instance store
 	VolumeID      string // vol-...; empty for instance store

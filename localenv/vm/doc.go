@@ -10,6 +10,24 @@
 //     kernel and initrd the default entry names and boots them with its command line,
 //     as PV-GRUB does; Xen's /dev/xvda1 root and hvc0 console become /dev/vda and the
 //     serial port.
+//   - An EBS-backed instance (LaunchSpec.Volumes, root first) boots its root
+//     volume's file in place: a read-write raw disk (-blockdev, writeback cache,
+//     discard passed through), no overlay, so what the guest writes is the volume's
+//     data across stop and start and in CreateSnapshot. On Nitro types (Volume.NVMe)
+//     every volume is an NVMe controller whose serial is the volume id without its
+//     dash, root first with bootindex 1 (SeaBIOS boots NVMe): /dev/nvme0n1, then the
+//     other volumes and the "d" types' unformatted instance store disk (serial AWS +
+//     17 hex digits), nvme1n1, ... in Volumes order. qemu 7.2's nvme device has no
+//     model property: every controller says "QEMU NVMe Ctrl", not EC2's "Amazon
+//     Elastic Block Store" or "Amazon EC2 NVMe Instance Storage"; tell them apart by
+//     the serial. On other types the volumes are virtio disks (vda, vdb, ... with the
+//     same serials, /dev/disk/by-id/virtio-vol...): qemu has no Xen block front-end,
+//     so a guest never sees xvda or the DeviceName EC2 maps.
+//   - Hot-plug (ec2sim.VolumeAttacher): AttachVolume is QMP blockdev-add and
+//     device_add of an NVMe controller (or a virtio disk) on the i440fx PCI bus, which
+//     the guest's ACPI PCI hot-plug finds; it is the next nvmeN. DetachVolume is
+//     device_del, the DEVICE_DELETED event once the guest let go, then blockdev-del,
+//     which closes (and flushes) the file.
 //   - Instance store volumes: the instance type's disks (EC2's table,
 //     instancestore.go), sparse files formatted ext3 as EC2 pre-formats them (SSD
 //     volumes with TRIM and NVMe ones stay unformatted), attached after the root disk
@@ -26,7 +44,10 @@
 //     host:port the plugin presigned for (Metadata.Forwards). Nothing listens beyond
 //     loopback and the namespace.
 //   - The serial console goes to a log file (GetConsoleOutput); QMP on qemu's stdin
-//     powers the guest off at termination.
+//     and stdout carries hot-plug and powers the guest off at termination (a guest
+//     with EBS volumes gets the ACPI power button and up to 90 seconds first, as EC2
+//     shuts an instance down at stop and terminate, so that its file systems are
+//     clean on the volume).
 //   - Every VM's directory holds qemu's pid file, so Sweep (instancestore-localenv
 //     down) removes what a killed process left.
 //

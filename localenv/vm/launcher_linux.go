@@ -75,21 +75,31 @@ const PIDFileName = "qemu.pid"
 // ConsoleFileName is the serial console log in an instance's directory.
 const ConsoleFileName = "console.log"
 
+// powerdownTimeout is how long a guest with EBS volumes gets to shut down after the
+// ACPI power button before it is powered off.
+const powerdownTimeout = 90 * time.Second
+
 // bannerTimeout bounds one probe of sshd's banner.
 const bannerTimeout = 30 * time.Second
 
 // VM is one running guest.
 type VM struct {
-	id      string
-	dir     string
-	net     *instance.Network
-	imdsLn  net.Listener
-	imds    *http.Server
-	fw      *instance.Forwarder
-	ssh     *instance.Forwarder
-	cmd     *exec.Cmd
-	qmp     *os.File // qemu's QMP monitor on its stdin
-	exited  chan struct{}
+	id     string
+	dir    string
+	net    *instance.Network
+	imdsLn net.Listener
+	imds   *http.Server
+	fw     *instance.Forwarder
+	ssh    *instance.Forwarder
+	cmd    *exec.Cmd
+	qmp    *qmpClient // qemu's QMP monitor on its stdin and stdout
+	exited chan struct{}
+	// graceful: the guest has EBS volumes, whose data outlives it; Terminate powers it
+	// off through ACPI first, as EC2's stop and terminate do.
+	graceful bool
+	// disks are its EBS volumes by id (hot-plug, hotMu).
+	hotMu   sync.Mutex
+	disks   map[string]disk
 	stderr  *tailBuffer
 	stopMu  sync.Mutex
 	stopped bool
@@ -133,8 +143,8 @@ func (v *VM) consoleTail(n int) string {
 // banner on PrivateIP():22; when ctx ends first, the VM is terminated and the error
 // carries the console's last lines.
 func (l *VMLauncher) Launch(ctx context.Context, spec ec2sim.LaunchSpec) (_ ec2sim.Instance, err error) {
-	if spec.Root.Image == "" {
-		return nil, fmt.Errorf("the AMI of %s has no image file: the VM launcher boots disk images (a root tree runs with the namespace launcher, Machines %q)", spec.InstanceID, "namespace")
+	if spec.Root.Image == "" && rootVolume(spec) == nil {
+		return nil, fmt.Errorf("the AMI of %s has no image file and the instance no EBS root volume: the VM launcher boots disk images (a root tree runs with the namespace launcher, Machines %q)", spec.InstanceID, "namespace")
 	}
 	for _, tool := range []string{"qemu-system-x86_64", "ip"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -142,7 +152,7 @@ func (l *VMLauncher) Launch(ctx context.Context, spec ec2sim.LaunchSpec) (_ ec2s
 		}
 	}
 	start := time.Now()
-	v := &VM{id: spec.InstanceID, dir: filepath.Join(l.WorkDir, spec.InstanceID), exited: make(chan struct{}), stderr: &tailBuffer{max: 16 << 10}}
+	v := &VM{id: spec.InstanceID, dir: filepath.Join(l.WorkDir, spec.InstanceID), exited: make(chan struct{}), stderr: &tailBuffer{max: 16 << 10}, disks: map[string]disk{}}
 	if err := os.MkdirAll(v.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the instance directory: %w", err)
 	}
@@ -151,7 +161,13 @@ func (l *VMLauncher) Launch(ctx context.Context, spec ec2sim.LaunchSpec) (_ ec2s
 			v.Terminate(context.Background())
 		}
 	}()
-	if v.net, err = instance.NewNetwork(ctx, netip.Addr{}); err != nil {
+	// StartInstances asks for the address the instance had before it was stopped, as
+	// EC2 keeps it; when it was taken meanwhile, any free one.
+	addr, _ := netip.ParseAddr(spec.PrivateIP)
+	if v.net, err = instance.NewNetwork(ctx, addr); err != nil && addr.IsValid() {
+		v.net, err = instance.NewNetwork(ctx, netip.Addr{})
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(v.dir, "netns"), []byte(v.net.Name()+"\n"), 0o600); err != nil {
@@ -194,6 +210,11 @@ func (l *VMLauncher) Launch(ctx context.Context, spec ec2sim.LaunchSpec) (_ ec2s
 	if err := v.waitSSH(ctx); err != nil {
 		return nil, err
 	}
+	// From now on its EBS volumes hold a running system's file systems: Terminate
+	// shuts it down first (a guest that never came up is just powered off).
+	for _, vol := range spec.Volumes {
+		v.graceful = v.graceful || !vol.InstanceStore
+	}
 	v.logf(l, "sshd answers on %s:22 after %s", v.PrivateIP(), time.Since(start).Round(100*time.Millisecond))
 	return v, nil
 }
@@ -212,6 +233,14 @@ func (l *VMLauncher) metadata(spec ec2sim.LaunchSpec, addr netip.Addr) *Metadata
 	for _, d := range planInstanceStore(spec.InstanceType, spec.BlockDevices) {
 		if d.DeviceName != "" {
 			bdm[d.VirtualName] = strings.TrimPrefix(d.DeviceName, "/dev/")
+		}
+	}
+	// EBS volumes attached at launch besides the root are ebs1, ebs2, ... as on EC2.
+	n := 0
+	for _, vol := range spec.Volumes {
+		if !vol.Root && !vol.InstanceStore && vol.DeviceName != "" {
+			n++
+			bdm["ebs"+strconv.Itoa(n)] = strings.TrimPrefix(vol.DeviceName, "/dev/")
 		}
 	}
 	md := &Metadata{
@@ -250,18 +279,29 @@ func (l *VMLauncher) qemuArgs(ctx context.Context, v *VM, spec ec2sim.LaunchSpec
 		"-chardev", "file,id=console,path=" + qemuEscape(filepath.Join(v.dir, ConsoleFileName)),
 		"-serial", "chardev:console",
 		"-qmp", "stdio",
+		// PCI hot-plug (AttachVolume) happens on the i440fx root bus through ACPI.
 		"-pidfile", filepath.Join(v.dir, PIDFileName),
 		"-device", "virtio-rng-pci",
 	}
 	args = append(args, smbios(spec.InstanceType)...)
-	// The root disk: the AMI's image under a private copy-on-write overlay (qemu's
-	// temporary qcow2 snapshot, made in the instance directory, see start), so the
-	// AMI never changes.
-	args = append(args, "-drive", "file="+qemuEscape(spec.Root.Image)+",format=raw,if=none,id=root,snapshot=on,cache=unsafe,discard=unmap",
-		"-device", "virtio-blk-pci,drive=root,bootindex=1")
+	bootImage := spec.Root.Image
+	if root := rootVolume(spec); root != nil {
+		// An EBS-backed instance: its volumes' files in place (what the guest writes
+		// is the volume's data, kept across stop and start), the root first and the
+		// boot disk, NVMe on Nitro types (SeaBIOS boots NVMe).
+		bootImage = root.Path
+		args = append(args, v.volumeArgs(spec)...)
+	} else {
+		// The root disk: the AMI's image under a private copy-on-write overlay
+		// (qemu's temporary qcow2 snapshot, made in the instance directory, see
+		// start), so the AMI never changes.
+		args = append(args, "-drive", "file="+qemuEscape(spec.Root.Image)+",format=raw,if=none,id=root,snapshot=on,cache=unsafe,discard=unmap",
+			"-device", "virtio-blk-pci,drive=root,bootindex=1")
+		args = append(args, v.volumeArgs(spec)...)
+	}
 	switch spec.Virtualization {
 	case "paravirtual":
-		kernel, initrd, cmdline, err := pvBoot(ctx, spec.Root.Image, v.dir)
+		kernel, initrd, cmdline, err := pvBoot(ctx, bootImage, v.dir)
 		if err != nil {
 			return nil, err
 		}
@@ -274,7 +314,14 @@ func (l *VMLauncher) qemuArgs(ctx context.Context, v *VM, spec ec2sim.LaunchSpec
 	default:
 		return nil, fmt.Errorf("virtualization type %q: want hvm or paravirtual", spec.Virtualization)
 	}
+	storeVolumes := false
+	for _, vol := range spec.Volumes {
+		storeVolumes = storeVolumes || vol.InstanceStore
+	}
 	for i, d := range planInstanceStore(spec.InstanceType, spec.BlockDevices) {
+		if d.NVMe && storeVolumes {
+			continue // the simulator made the NVMe instance store (spec.Volumes)
+		}
 		p := filepath.Join(v.dir, d.VirtualName+".img")
 		if err := makeStoreDisk(ctx, d, p); err != nil {
 			return nil, err
@@ -284,7 +331,7 @@ func (l *VMLauncher) qemuArgs(ctx context.Context, v *VM, spec ec2sim.LaunchSpec
 		if d.NVMe {
 			// As on Nitro: model "Amazon EC2 NVMe Instance Storage" is not settable in
 			// qemu 7.2; the serial says what it is.
-			args = append(args, "-device", "nvme,drive="+id+",serial=AWS"+strings.ToUpper(randomHex(8)))
+			args = append(args, "-device", "nvme,drive="+id+",serial=AWS"+strings.ToUpper(randomHex(17)))
 		} else {
 			args = append(args, "-device", "virtio-blk-pci,drive="+id+",serial="+d.VirtualName)
 		}
@@ -371,7 +418,7 @@ func (v *VM) start(args []string) error {
 	if err != nil {
 		return err
 	}
-	out, err := os.Create(filepath.Join(v.dir, "qmp.log"))
+	outR, out, err := os.Pipe()
 	if err != nil {
 		r.Close()
 		w.Close()
@@ -387,9 +434,10 @@ func (v *VM) start(args []string) error {
 	out.Close()
 	if err != nil {
 		w.Close()
+		outR.Close()
 		return fmt.Errorf("starting qemu: %w", err)
 	}
-	v.cmd, v.qmp = cmd, w
+	v.cmd, v.qmp = cmd, newQMP(w, outR)
 	go func() {
 		cmd.Wait()
 		close(v.exited)
@@ -443,7 +491,8 @@ func probeBanner(ctx context.Context, addr string) error {
 }
 
 // Terminate powers the guest off (QMP quit; SIGKILL when qemu does not exit within
-// 10 seconds), closes its metadata service and forwarders, removes its network
+// 10 seconds; a guest with EBS volumes first gets an ACPI power-off and up to
+// powerdownTimeout to shut down cleanly, as EC2's stop and terminate give it), closes its metadata service and forwarders, removes its network
 // namespace and its directory (overlay, instance store disks, console log). It is
 // idempotent.
 func (v *VM) Terminate(ctx context.Context) error {
@@ -458,8 +507,18 @@ func (v *VM) Terminate(ctx context.Context) error {
 		select {
 		case <-v.exited:
 		default:
-			fmt.Fprintln(v.qmp, `{"execute":"qmp_capabilities"}`)
-			fmt.Fprintln(v.qmp, `{"execute":"quit"}`)
+			v.qmp.Send("qmp_capabilities")
+			if v.graceful {
+				v.qmp.Send("system_powerdown")
+				t := time.NewTimer(powerdownTimeout)
+				select {
+				case <-v.exited:
+				case <-t.C:
+				case <-ctx.Done():
+				}
+				t.Stop()
+			}
+			v.qmp.Send("quit")
 			select {
 			case <-v.exited:
 			case <-time.After(10 * time.Second):
