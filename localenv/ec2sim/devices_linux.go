@@ -54,14 +54,31 @@ func instanceDevDir(netns string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("listing the processes of %s: %w", netns, err)
 	}
+	// The listening sshd, not a per-connection child: a child ends with its session,
+	// and its /proc/PID/root with it (a hot-plug that picked one failed with ENOENT).
+	comm := func(pid int) string {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		return strings.TrimSpace(string(b))
+	}
+	parent := func(pid int) int {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		// pid (comm) state ppid ...: comm may hold spaces, so read after its ')'.
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 {
+			if f := strings.Fields(string(b[i+1:])); len(f) > 1 {
+				ppid, _ := strconv.Atoi(f[1])
+				return ppid
+			}
+		}
+		return 0
+	}
 	for _, f := range strings.Fields(string(out)) {
 		pid, err := strconv.Atoi(f)
-		if err != nil {
+		if err != nil || comm(pid) != "sshd" || comm(parent(pid)) == "sshd" {
 			continue
 		}
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		if strings.TrimSpace(string(comm)) == "sshd" {
-			return fmt.Sprintf("/proc/%d/root/dev", pid), nil
+		dev := fmt.Sprintf("/proc/%d/root/dev", pid)
+		if _, err := os.Stat(dev); err == nil {
+			return dev, nil
 		}
 	}
 	return "", fmt.Errorf("no sshd in %s to reach the instance's /dev through", netns)
