@@ -24,7 +24,12 @@ type RestoreRequest struct {
 	// Device is the target: a whole disk (/dev/xvdf, /dev/nvme1n1) that is not
 	// mounted, not the root file system's disk and at least the image's size. It must
 	// read zeros (a fresh EBS volume): blocks of zeros in the image are not written.
-	Device string `json:"device"`
+	Device string `json:"device,omitempty"`
+	// VolumeID and AttachName, when Device is empty, find the device of an attached
+	// EBS volume (findVolume): by its NVMe serial on Nitro, else by the attach name
+	// as the kernel shows it (/dev/sdf is /dev/xvdf in a Xen guest).
+	VolumeID   string `json:"volume_id,omitempty"`
+	AttachName string `json:"attach_name,omitempty"`
 	// Attempts is how often a part's GET is tried (default 5).
 	Attempts int `json:"attempts,omitempty"`
 }
@@ -43,7 +48,10 @@ func (r *RestoreRequest) check() error {
 	if r == nil {
 		return errors.New("mode restore needs the restore options")
 	}
-	if !strings.HasPrefix(r.Device, "/dev/") || filepath.Clean(r.Device) != r.Device {
+	if r.Device == "" && r.VolumeID == "" {
+		return errors.New("restore: give the target device or the volume id")
+	}
+	if r.Device != "" && (!strings.HasPrefix(r.Device, "/dev/") || filepath.Clean(r.Device) != r.Device) {
 		return fmt.Errorf("restore target %q: want a block device path under /dev/", r.Device)
 	}
 	if _, err := bundle.ParseManifest([]byte(r.Manifest)); err != nil {
@@ -63,6 +71,12 @@ func (a *agent) restore(ctx context.Context, req *Request) (*RestoreResult, erro
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
+	}
+	if rr.Device == "" {
+		if rr.Device, err = findVolume(rr.VolumeID, rr.AttachName, m.Size); err != nil {
+			return nil, err
+		}
+		a.log("volume %s is %s", rr.VolumeID, rr.Device)
 	}
 	dev, devSize, err := openTarget(rr.Device, m.Size)
 	if err != nil {

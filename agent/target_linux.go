@@ -177,3 +177,46 @@ func readSwaps() []string {
 	}
 	return out
 }
+
+// findVolume returns the device of the attached EBS volume volumeID: the NVMe disk
+// whose serial is the volume id without its dash (Nitro), else the attach name as the
+// kernel shows it (/dev/sdf, or /dev/xvdf in a Xen guest), else the only NVMe disk
+// that is not in use and has the image's size or more, when there is exactly one.
+func findVolume(volumeID, attachName string, imageSize int64) (string, error) {
+	serial := strings.ReplaceAll(volumeID, "-", "")
+	disks, _ := os.ReadDir("/sys/block")
+	for _, d := range disks {
+		b, err := os.ReadFile(filepath.Join("/sys/block", d.Name(), "device", "serial"))
+		if err == nil && strings.TrimSpace(string(b)) == serial {
+			return "/dev/" + d.Name(), nil
+		}
+	}
+	if attachName != "" {
+		cands := []string{attachName}
+		if strings.HasPrefix(attachName, "/dev/sd") {
+			cands = append(cands, "/dev/xvd"+strings.TrimPrefix(attachName, "/dev/sd"))
+		}
+		for _, c := range cands {
+			var st unix.Stat_t
+			if unix.Stat(c, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+				return c, nil
+			}
+		}
+	}
+	var free []string
+	for _, d := range disks {
+		if !strings.HasPrefix(d.Name(), "nvme") {
+			continue
+		}
+		dev := "/dev/" + d.Name()
+		f, _, err := openTarget(dev, imageSize)
+		if err == nil {
+			f.Close()
+			free = append(free, dev)
+		}
+	}
+	if len(free) == 1 {
+		return free[0], nil
+	}
+	return "", fmt.Errorf("cannot find the device of volume %s (attached as %s): no NVMe disk with serial %s, no %s, and %d unused NVMe disks of the image's size", volumeID, attachName, serial, attachName, len(free))
+}

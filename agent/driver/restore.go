@@ -26,8 +26,10 @@ type RestoreConfig struct {
 	// unwrapped by the caller with the user's private key (UnwrapManifestKey).
 	ManifestXML []byte
 	Key         bundle.Key
-	// Device is the target on the instance (/dev/xvdf, /dev/nvme1n1).
-	Device string
+	// Device is the target on the instance (/dev/xvdf, /dev/nvme1n1); or, when it is
+	// empty, the agent finds the device of the EBS volume VolumeID attached as
+	// AttachName.
+	Device, VolumeID, AttachName string
 
 	Architecture     string // of the agent binary to run: x86_64 (default) or i386
 	AgentBinary      string
@@ -108,7 +110,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (res *agent.RestoreResult, 
 	job := agent.Request{
 		Version: agent.ProtocolVersion, Mode: agent.ModeRestore, Name: m.Name,
 		Key: cfg.Key.KeyHex(), IV: cfg.Key.IVHex(), WorkDir: r.dir,
-		Restore: &agent.RestoreRequest{Manifest: string(cfg.ManifestXML), Device: cfg.Device},
+		Restore: &agent.RestoreRequest{Manifest: string(cfg.ManifestXML), Device: cfg.Device, VolumeID: cfg.VolumeID, AttachName: cfg.AttachName},
 	}
 	ev, err := r.serveAgent(ctx, bin, &job)
 	if err != nil {
@@ -118,6 +120,6 @@ func Restore(ctx context.Context, cfg RestoreConfig) (res *agent.RestoreResult, 
 	if ev.Restore == nil {
 		return nil, errors.New("the agent on the instance sent a result without the restore")
 	}
-	cfg.Ui.Sayf("Wrote image %s onto %s: %s of data, every part and the image digest checked", m.Name, cfg.Device, humanBytes(ev.Restore.Written))
+	cfg.Ui.Sayf("Wrote image %s onto %s: %s of data, every part and the image digest checked", m.Name, ev.Restore.Device, humanBytes(ev.Restore.Written))
 	return ev.Restore, nil
 }
