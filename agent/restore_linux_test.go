@@ -34,7 +34,7 @@ type restoreFixture struct {
 
 const restoreImageSize = 40 << 20
 
-func newRestoreFixture(t *testing.T) *restoreFixture {
+func newRestoreFixture(t testing.TB) *restoreFixture {
 	t.Helper()
 	dir := t.TempDir()
 	img := make([]byte, restoreImageSize)
@@ -91,7 +91,7 @@ func newRestoreFixture(t *testing.T) *restoreFixture {
 
 // run plays the host of a restore onto dev: it answers each part event with a GET of
 // the fixture's server.
-func (f *restoreFixture) run(t *testing.T, dev string) (*ResultEvent, string, error) {
+func (f *restoreFixture) run(t testing.TB, dev string) (*ResultEvent, string, error) {
 	t.Helper()
 	req := Request{Version: ProtocolVersion, Mode: ModeRestore, Name: f.manifest.Name, Key: f.key.KeyHex(), IV: f.key.IVHex(),
 		ProgressMillis: 50, Restore: &RestoreRequest{Manifest: string(f.manifest.Marshal()), Device: dev, Attempts: 2}}
@@ -133,7 +133,7 @@ func (f *restoreFixture) run(t *testing.T, dev string) (*ResultEvent, string, er
 }
 
 // loopDevice attaches a loop device to a new sparse file of size bytes.
-func loopDevice(t *testing.T, size int64) (dev, file string) {
+func loopDevice(t testing.TB, size int64) (dev, file string) {
 	t.Helper()
 	file = filepath.Join(t.TempDir(), "volume")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
