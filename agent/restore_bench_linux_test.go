@@ -81,8 +81,8 @@ func BenchmarkRestoreVsGuide(b *testing.B) {
 		guide += time.Since(start)
 	}
 	n := time.Duration(b.N)
-	b.ReportMetric(float64((stream/n).Milliseconds()), "stream-ms")
-	b.ReportMetric(float64((guide/n).Milliseconds()), "guide-ms")
+	b.ReportMetric(float64((stream / n).Milliseconds()), "stream-ms")
+	b.ReportMetric(float64((guide / n).Milliseconds()), "guide-ms")
 	b.ReportMetric(float64(guideScratch>>20), "guide-scratch-MiB")
 	b.ReportMetric(0, "stream-scratch-MiB")
 	fmt.Printf("restore of a %d MiB image (%d parts, %d MiB bundled): stream %s, no scratch; guide (download, openssl|gunzip|tar, dd) %s, peak scratch %d MiB\n",
