@@ -215,6 +215,13 @@ func TestVolumeSnapshotRegisterCleanup(t *testing.T) {
 		t.Errorf("root snapshot %q, want %q (mappings %+v)", rootSnap, stringOf(st, keySnapshot), img.BlockDeviceMappings)
 	}
 
+	// The new AMI is EBS-backed: converting it again is refused before any launch.
+	st2, _ := e.state(t, keyPath)
+	if (&stepInspectSource{AMI: stringOf(st, keyAMI)}).Run(ctx, st2) != multistep.ActionHalt ||
+		!strings.Contains(st2.Get(keyError).(error).Error(), "is ebs-backed, not instance store-backed") {
+		t.Errorf("EBS-backed source: %v", st2.Get(keyError))
+	}
+
 	st.Put(multistep.StateHalted, true)
 	reg.Cleanup(st)
 	snap.Cleanup(st)
