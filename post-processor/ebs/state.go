@@ -28,6 +28,7 @@ const (
 	keyDevice   = "instancestore_ebs_device"   // attach device name (string)
 	keySnapshot = "instancestore_ebs_snapshot" // snapshot id (string)
 	keyAMI      = "instancestore_ebs_ami"      // the new AMI id (string)
+	keyDetached = "instancestore_ebs_detached" // true once stepDetachVolume detached it
 )
 
 func halt(state multistep.StateBag, err error) multistep.StepAction { return steps.Halt(state, err) }

@@ -37,7 +37,7 @@ func (s *stepAttachVolume) Run(ctx context.Context, state multistep.StateBag) mu
 }
 
 func (s *stepAttachVolume) Cleanup(state multistep.StateBag) {
-	if s.attached == "" || state.Get("instancestore_ebs_detached") == true {
+	if s.attached == "" || state.Get(keyDetached) == true {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

@@ -15,7 +15,7 @@ func (s *stepDetachVolume) Run(ctx context.Context, state multistep.StateBag) mu
 	if err := detach(ctx, state, vol); err != nil {
 		return halt(state, err)
 	}
-	state.Put("instancestore_ebs_detached", true)
+	state.Put(keyDetached, true)
 	ui(state).Sayf("Detached %s", vol)
 	return multistep.ActionContinue
 }
