@@ -12,6 +12,7 @@ import (
 
 	"github.com/instancestore/packer-plugin-instancestore/agent"
 	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore"
+	ebspp "github.com/instancestore/packer-plugin-instancestore/post-processor/ebs"
 	importpp "github.com/instancestore/packer-plugin-instancestore/post-processor/import"
 	"github.com/instancestore/packer-plugin-instancestore/provisioner/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/version"
@@ -27,6 +28,7 @@ func main() {
 	pps.RegisterBuilder(plugin.DEFAULT_NAME, new(instancestore.Builder))
 	pps.RegisterProvisioner("bundle", new(bundle.Provisioner))
 	pps.RegisterPostProcessor("import", new(importpp.PostProcessor))
+	pps.RegisterPostProcessor("ebs", new(ebspp.PostProcessor))
 	pps.SetVersion(version.PluginVersion)
 	if err := pps.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, err.Error())

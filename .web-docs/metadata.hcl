@@ -29,4 +29,9 @@ integration {
     name = "Instance Store Import"
     slug = "instancestore-import"
   }
+  component {
+    type = "post-processor"
+    name = "Instance Store to EBS"
+    slug = "instancestore-ebs"
+  }
 }

@@ -107,6 +107,17 @@ func Run(ctx context.Context, in io.Reader, out io.Writer) (err error) {
 		}
 	}()
 
+	if req.Mode == ModeRestore {
+		rres, err := a.restore(ctx, req)
+		if err != nil {
+			if c := context.Cause(ctx); c != nil && ctx.Err() != nil {
+				err = fmt.Errorf("%w (%v)", err, c)
+			}
+			return a.fail(err)
+		}
+		a.send(Event{Type: EventResult, Result: &ResultEvent{Restore: rres}})
+		return nil
+	}
 	// The metadata service is read beside the bundling: it costs no time.
 	metadata := make(chan *MetadataReport, 1)
 	go func() { metadata <- instanceMetadata(ctx, req.MetadataURL) }()

@@ -40,6 +40,9 @@ const ScratchFullText = "not enough room for the image"
 const (
 	ModeImage  = "image"  // bundle an existing image file (bundle-image)
 	ModeVolume = "volume" // image a mounted filesystem first, then bundle it (bundle-vol)
+	// ModeRestore writes an existing bundle onto a block device (an EBS volume): the
+	// reverse of ModeImage. Key and IV are the bundle's, unwrapped by the host.
+	ModeRestore = "restore"
 )
 
 // Request is the one job of an agent run.
@@ -53,6 +56,8 @@ type Request struct {
 
 	Image  string         `json:"image,omitempty"`  // ModeImage: path of the image file
 	Volume *VolumeRequest `json:"volume,omitempty"` // ModeVolume
+	// Restore is what ModeRestore writes where.
+	Restore *RestoreRequest `json:"restore,omitempty"`
 
 	Concurrency int `json:"concurrency,omitempty"` // parts uploaded at once (default 4)
 	// CompressionLevel is the gzip level, 1-9 (0: bundle.DefaultLevel).
@@ -131,8 +136,12 @@ func (r *Request) Check() error {
 		if r.Volume == nil {
 			return fmt.Errorf("mode volume needs the volume options")
 		}
+	case ModeRestore:
+		if err := r.Restore.check(); err != nil {
+			return err
+		}
 	default:
-		return fmt.Errorf("unknown mode %q: want %q or %q", r.Mode, ModeImage, ModeVolume)
+		return fmt.Errorf("unknown mode %q: want %q, %q or %q", r.Mode, ModeImage, ModeVolume, ModeRestore)
 	}
 	return nil
 }
@@ -210,6 +219,8 @@ type ResultEvent struct {
 	// Metadata is what the instance's metadata service said, when the request asked
 	// (Request.MetadataURL).
 	Metadata *MetadataReport `json:"metadata,omitempty"`
+	// Restore is the result of ModeRestore (the other fields are then empty).
+	Restore *RestoreResult `json:"restore,omitempty"`
 }
 
 // MetadataReport is the instance's block-device-mapping/ as its metadata service

@@ -38,6 +38,14 @@ func (p *progressUI) update(e *agent.ProgressEvent) {
 		if e.Phase == "bundling" {
 			p.ui.Say("Bundling and uploading...")
 		}
+		if e.Phase == "restoring" {
+			p.ui.Say("Downloading the parts and writing the image...")
+		}
+	}
+	if e.Phase == "restoring" && e.BytesTotal > 0 && now.Sub(p.last) >= p.interval {
+		p.last = now
+		p.ui.Sayf("Downloaded and written %s of %s of parts (%d%%)", humanBytes(e.BytesRead), humanBytes(e.BytesTotal), e.BytesRead*100/e.BytesTotal)
+		return
 	}
 	if now.Sub(p.last) < p.interval || e.Phase != "bundling" || e.BytesTotal == 0 {
 		return
@@ -63,6 +71,9 @@ func progressLine(e *agent.ProgressEvent) string {
 }
 
 func (p *progressUI) done(r *agent.ResultEvent) {
+	if r.Restore != nil {
+		return // Restore says what it wrote
+	}
 	d := time.Since(p.start)
 	rate := float64(r.BundledSize) / max(d.Seconds(), 0.001)
 	p.ui.Sayf("Bundled %s of image into %d parts (%s) in %s, %s/s", humanBytes(r.Size), len(r.Parts), humanBytes(r.BundledSize), d.Round(time.Second), humanBytes(int64(rate)))
