@@ -161,6 +161,10 @@ func (a *accEnv) vmBuild(t *testing.T, bucket, source, virt, wantRoot string) {
 		t.Errorf("the source instance's /mnt is %q, want its instance store volume ephemeral0 (/dev/vdb, ext3) mounted by cloud-init", got)
 	}
 
+	if !strings.Contains(out, "agent: scratch: /mnt (") {
+		t.Errorf("the agent's default scratch is not /mnt, the instance store volume (no \"agent: scratch: /mnt\" line in packer's output)")
+	}
+
 	// A new instance of the AMI boots, with its own key pair.
 	lctx, lcancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer lcancel()
