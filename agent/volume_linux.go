@@ -19,7 +19,6 @@ func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...an
 	scratch := v.Scratch
 	if scratch == "" {
 		scratch = volume.DefaultScratch(v.SizeMB << 20)
-		logf("scratch: %s (chosen: the first of /mnt, /media/ephemeral0, /mnt/ephemeral0, /media/ephemeral1 mounted with room for the image, else the temporary directory)", scratch)
 	}
 	own := []string{}
 	if req.WorkDir != "" {

@@ -161,8 +161,9 @@ func (a *accEnv) vmBuild(t *testing.T, bucket, source, virt, wantRoot string) {
 		t.Errorf("the source instance's /mnt is %q, want its instance store volume ephemeral0 (/dev/vdb, ext3) mounted by cloud-init", got)
 	}
 
-	if !strings.Contains(out, "agent: scratch: /mnt (") {
-		t.Errorf("the agent's default scratch is not /mnt, the instance store volume (no \"agent: scratch: /mnt\" line in packer's output)")
+	// The agent's default scratch is the instance store volume at /mnt.
+	if !regexp.MustCompile(`agent: imaging / \(ext4, [^)]*\) into /mnt/instancestore-run-`).MatchString(out) {
+		t.Errorf("the agent did not image / into a scratch directory under /mnt, the instance store volume (no \"agent: imaging / (...) into /mnt/instancestore-run-...\" line in packer's output)")
 	}
 
 	// A new instance of the AMI boots, with its own key pair.
