@@ -55,7 +55,9 @@ step "packer build example/local"
 (cd example/local && "$root/bin/packer" init . >/dev/null)
 t_build=$(now)
 # -timestamp-ui stamps every line: the phases below are read from them.
-(cd example/local && "$root/bin/packer" build -color=false -timestamp-ui -var "output_dir=$work" .) | tee "$work/build.out"
+# tee ignores Ctrl-C, so packer's cleanup messages after one still show.
+(cd example/local && "$root/bin/packer" build -color=false -timestamp-ui -var "output_dir=$work" .) |
+	(trap '' INT && exec tee "$work/build.out")
 t_build_done=$(now)
 
 artifact="$(sed -n 's/.*"artifact_id": *"\([^"]*\)".*/\1/p' "$work/packer-manifest.json" | tail -1)"
@@ -78,7 +80,7 @@ echo "artifact id: $artifact"
 # (empty when there is none).
 at() {
 	local ts
-	ts="$(grep -m1 -F -- "$1" "$work/build.out" | sed -n 's/^\([0-9T:-]*Z\):.*/\1/p')"
+	ts="$(grep -m1 -F -- "$1" "$work/build.out" | sed -n 's/^\([0-9]\{4\}-[0-9T:+-]*Z\{0,1\}\): .*/\1/p')"
 	[ -n "$ts" ] && date -d "$ts" +%s
 }
 span() { # span NAME FROM TO
