@@ -59,7 +59,7 @@ func checkXenFrontends(root, rel string, warn func(string)) error {
 		}
 	}
 	var missing []string
-	for _, o := range []string{"CONFIG_XEN_BLKDEV_FRONTEND", "CONFIG_XEN_NETDEVICE_FRONTEND"} {
+	for _, o := range []string{"CONFIG_XEN_BLKDEV_FRONTEND", "CONFIG_XEN_NETDEV_FRONTEND"} {
 		if v := opts[o]; v != "y" && v != "m" {
 			missing = append(missing, o)
 		}

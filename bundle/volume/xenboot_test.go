@@ -66,7 +66,7 @@ func initramfs(t *testing.T, compress string, names ...string) []byte {
 }
 
 func TestCheckXenFrontends(t *testing.T) {
-	both := "CONFIG_XEN_BLKDEV_FRONTEND=m\nCONFIG_XEN_NETDEVICE_FRONTEND=m\n"
+	both := "CONFIG_XEN_BLKDEV_FRONTEND=m\nCONFIG_XEN_NETDEV_FRONTEND=m\n"
 	mod := "usr/lib/modules/" + testRel + "/kernel/drivers/block/xen-blkfront.ko.xz"
 	for _, tc := range []struct {
 		name, config string
@@ -74,12 +74,12 @@ func TestCheckXenFrontends(t *testing.T) {
 		initrdName   string
 		want, warn   string
 	}{
-		{name: "built in", config: "CONFIG_XEN_BLKDEV_FRONTEND=y\nCONFIG_XEN_NETDEVICE_FRONTEND=y\n"},
+		{name: "built in", config: "CONFIG_XEN_BLKDEV_FRONTEND=y\nCONFIG_XEN_NETDEV_FRONTEND=y\n"},
 		{name: "modules, gzip initramfs", config: both, initrd: initramfs(t, "gzip", "init", mod), initrdName: "initrd.img-" + testRel},
 		{name: "modules, zstd initramfs", config: both, initrd: initramfs(t, "zstd", "init", mod), initrdName: "initrd.img-" + testRel},
 		{name: "modules, xz dracut initramfs", config: both, initrd: initramfs(t, "xz", "init", strings.TrimSuffix(mod, ".xz")), initrdName: "initramfs-" + testRel + ".img"},
 		{name: "no config", warn: "cannot check the kernel for Xen drivers: /boot/config-" + testRel + " is not in the image; the image boots on the instance store types (Xen) only if its kernel has xen-blkfront and xen-netfront"},
-		{name: "no front-ends", config: "# CONFIG_XEN_BLKDEV_FRONTEND is not set\nCONFIG_XEN_NETDEVICE_FRONTEND=m\n",
+		{name: "no front-ends", config: "# CONFIG_XEN_BLKDEV_FRONTEND is not set\nCONFIG_XEN_NETDEV_FRONTEND=m\n",
 			want: "the kernel " + testRel + " has no Xen front-end drivers (CONFIG_XEN_BLKDEV_FRONTEND not set in /boot/config-" + testRel + "): the instance types that run instance store-backed AMIs are Xen HVM and need xen-blkfront for the disk and xen-netfront for the network; install a kernel that has them (Debian's linux-image-amd64 or linux-image-cloud-amd64, Ubuntu's linux-aws) and reboot into it before bundling"},
 		{name: "module not in the initramfs", config: both, initrd: initramfs(t, "zstd", "init", "usr/lib/modules/"+testRel+"/kernel/drivers/nvme/host/nvme.ko"), initrdName: "initrd.img-" + testRel,
 			want: "the initramfs /boot/initrd.img-" + testRel + " has no xen-blkfront module: the root disk cannot be found on the Xen instance types that run instance store-backed AMIs; add it (echo xen-blkfront >> /etc/initramfs-tools/modules && update-initramfs -u -k " + testRel + ", or dracut --add-drivers xen-blkfront -f) in a provisioner before bundling"},
@@ -124,7 +124,7 @@ func cloudDisk(t *testing.T, table string, rootStart, espStart, espSectors int64
 	src = newTestFS(t, disk, rootStart*512, 100<<20, "mkfs.ext4", "-q", "-L", "cloudimg-rootfs")
 	writeFile(t, filepath.Join(src.Dir, "etc/fstab"), []byte("# /etc/fstab\n/dev/nvme0n1p1\t/\text4\tdefaults,discard\t0 1\n/dev/nvme0n1p15 /boot/efi vfat defaults 0 2\n/dev/nvme1n1 /data ext4 defaults,nofail 0 2\n"), 0o644)
 	writeFile(t, filepath.Join(src.Dir, "boot/grub/grub.cfg"), []byte("menuentry 'Debian' {\n\tlinux /boot/vmlinuz-"+testRel+" root=/dev/nvme0n1p1 ro console=ttyS0\n}\nmenuentry 'rescue' {\n\tlinux /boot/vmlinuz-"+testRel+" root=/dev/nvme0n1p1 ro single\n}\n"), 0o644)
-	writeFile(t, filepath.Join(src.Dir, "boot/config-"+testRel), []byte("CONFIG_XEN_BLKDEV_FRONTEND=m\nCONFIG_XEN_NETDEVICE_FRONTEND=y\n"), 0o644)
+	writeFile(t, filepath.Join(src.Dir, "boot/config-"+testRel), []byte("CONFIG_XEN_BLKDEV_FRONTEND=m\nCONFIG_XEN_NETDEV_FRONTEND=y\n"), 0o644)
 	writeFile(t, filepath.Join(src.Dir, "boot/initrd.img-"+testRel), initramfs(t, "zstd", "init", "usr/lib/modules/"+testRel+"/kernel/drivers/block/xen-blkfront.ko"), 0o644)
 	var lb bytes.Buffer
 	img, err = Build(context.Background(), Config{
