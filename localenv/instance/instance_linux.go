@@ -55,7 +55,7 @@ type Instance struct {
 	hostKey  ssh.PublicKey
 	cmd      *exec.Cmd
 	exited   chan struct{}
-	log      *logBuffer
+	log      *TailBuffer
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -131,7 +131,7 @@ func Start(ctx context.Context, cfg Config) (inst *Instance, err error) {
 		net:    nw,
 		lease:  nw.lease,
 		exited: make(chan struct{}),
-		log:    &logBuffer{max: 64 << 10},
+		log:    NewTailBuffer(64 << 10),
 	}
 	if inst.name == "" {
 		inst.name = id
@@ -362,14 +362,18 @@ func run(ctx context.Context, name string, args ...string) error {
 	return nil
 }
 
-// logBuffer keeps the last max bytes written to it.
-type logBuffer struct {
+// TailBuffer keeps the last max bytes written to it (a process's log, for errors);
+// the VM launcher keeps qemu's stderr in one too.
+type TailBuffer struct {
 	mu  sync.Mutex
 	buf []byte
 	max int
 }
 
-func (b *logBuffer) Write(p []byte) (int, error) {
+// NewTailBuffer returns a TailBuffer that keeps max bytes.
+func NewTailBuffer(max int) *TailBuffer { return &TailBuffer{max: max} }
+
+func (b *TailBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.buf = append(b.buf, p...)
@@ -379,7 +383,7 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (b *logBuffer) String() string {
+func (b *TailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return string(b.buf)

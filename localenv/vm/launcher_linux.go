@@ -100,7 +100,7 @@ type VM struct {
 	// disks are its EBS volumes by id (hot-plug, hotMu).
 	hotMu   sync.Mutex
 	disks   map[string]disk
-	stderr  *tailBuffer
+	stderr  *instance.TailBuffer
 	stopMu  sync.Mutex
 	stopped bool
 	stopErr error
@@ -152,7 +152,7 @@ func (l *VMLauncher) Launch(ctx context.Context, spec ec2sim.LaunchSpec) (_ ec2s
 		}
 	}
 	start := time.Now()
-	v := &VM{id: spec.InstanceID, dir: filepath.Join(l.WorkDir, spec.InstanceID), exited: make(chan struct{}), stderr: &tailBuffer{max: 16 << 10}, disks: map[string]disk{}}
+	v := &VM{id: spec.InstanceID, dir: filepath.Join(l.WorkDir, spec.InstanceID), exited: make(chan struct{}), stderr: instance.NewTailBuffer(16 << 10), disks: map[string]disk{}}
 	if err := os.MkdirAll(v.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the instance directory: %w", err)
 	}
@@ -575,27 +575,4 @@ func tailLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-	max int
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if len(b.buf) > b.max {
-		b.buf = append(b.buf[:0], b.buf[len(b.buf)-b.max:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }
