@@ -229,7 +229,7 @@ func (a *agent) run(ctx context.Context, req *Request) (*bundle.Result, error) {
 	case ModeVolume:
 		a.phase.Store("imaging")
 		// Sweep what a killed run left, and mark this one (see StateDir).
-		vreq, release, err := markRun(req, a.log)
+		vreq, release, err := markRun(ctx, req, a.log)
 		if err != nil {
 			return nil, err
 		}

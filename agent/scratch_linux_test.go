@@ -54,6 +54,20 @@ func TestFindScratchDisk(t *testing.T) {
 	if d == nil || d.Dev != "/dev/nvme1n1" || d.Size != 146484375*512 {
 		t.Fatalf("found %+v, want /dev/nvme1n1 of %d bytes", d, int64(146484375*512))
 	}
+	// Where the model does not say it (qemu's NVMe controllers are all "QEMU NVMe
+	// Ctrl"), the serial does: AWS and 17 hex digits, an EBS volume's is vol...
+	qemu := t.TempDir()
+	fakeBlock(t, qemu, "nvme0n1", "QEMU NVMe Ctrl", "259:0", "16777216")
+	fakeBlock(t, qemu, "nvme1n1", "QEMU NVMe Ctrl", "259:1", "146484375")
+	fakeBlock(t, qemu, "nvme2n1", "QEMU NVMe Ctrl", "259:2", "292968750")
+	for name, serial := range map[string]string{"nvme0n1": "vol0123456789abcdef0", "nvme1n1": "AWS1C4BD4B0C7C20A9A6", "nvme2n1": "deadbeef"} {
+		if err := os.WriteFile(filepath.Join(qemu, "block", name, "device", "serial"), []byte(serial+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d, err := findScratchDisk(qemu, nil); err != nil || d == nil || d.Dev != "/dev/nvme1n1" {
+		t.Fatalf("by serial: found %+v, %v; want /dev/nvme1n1 (serial AWS...)", d, err)
+	}
 	mounts = append(mounts, volume.Mount{Major: 259, Minor: 1, Point: "/mnt"})
 	if d, err := findScratchDisk(sysfs, mounts); err != nil || d != nil {
 		t.Fatalf("with every instance store disk in use: %+v, %v", d, err)
@@ -78,7 +92,7 @@ func TestScratchDiskMount(t *testing.T) {
 	defer l.Detach()
 	d := &scratchDisk{Dev: l.Path, Size: 64 << 20}
 	parent := t.TempDir()
-	if err := d.mount(context.Background(), parent); err != nil {
+	if err := d.mount(context.Background(), filepath.Join(parent, "scratch")); err != nil {
 		t.Fatal(err)
 	}
 	dir := d.Dir
@@ -112,7 +126,7 @@ func TestScratchDiskMount(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.mount(context.Background(), parent); err == nil || !strings.Contains(err.Error(), "is not blank (it holds data): it is not formatted as scratch") {
+	if err := d.mount(context.Background(), filepath.Join(parent, "scratch")); err == nil || !strings.Contains(err.Error(), "is not blank (it holds data): it is not formatted as scratch") {
 		d.unmount()
 		t.Fatalf("mounting a disk with data: %v", err)
 	}

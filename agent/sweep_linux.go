@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,11 @@ type runMarker struct {
 	PID     int       `json:"pid"`
 	Started time.Time `json:"started"`
 	Dir     string    `json:"dir"` // the run's scratch directory: everything it made is under it
+	// ScratchDisk is the NVMe instance store disk the run formats and mounts on
+	// ScratchMount as its scratch (Dir is under it); both are in the marker before the
+	// disk is formatted.
+	ScratchDisk  string `json:"scratch_disk,omitempty"`
+	ScratchMount string `json:"scratch_mount,omitempty"`
 }
 
 // liveRun is the marker of the running agent; release removes it at the end.
@@ -34,20 +40,21 @@ type liveRun struct {
 	dir  string
 	lock *os.File
 	base string
+	disk *scratchDisk // the NVMe instance store disk mounted for the run, or nil
 }
 
-// startRun sweeps what dead runs left, then marks this run: a new scratch directory
-// under scratch, its marker and the held lock. Swept runs are reported to logf.
-func startRun(stateDir, scratch string, logf func(string, ...any)) (*liveRun, error) {
+// startRun sweeps what dead runs left, then marks this run: its marker and the held
+// lock, the scratch pick chooses (after the sweep, so that a disk a dead run left
+// mounted is free again) and a new scratch directory under it. When pick gives an NVMe
+// instance store disk, the disk is formatted and mounted beside the marker
+// (<pid>.scratch) for the run, and release unmounts it; if that fails, the run's
+// scratch is the directory pick gave. Swept runs and the disk are reported to logf.
+func startRun(ctx context.Context, stateDir string, pick func() (string, *scratchDisk), logf func(string, ...any)) (_ *liveRun, err error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the agent state directory: %w", err)
 	}
 	for _, msg := range Sweep(stateDir) {
 		logf("%s", msg)
-	}
-	dir, err := os.MkdirTemp(scratch, "instancestore-run-")
-	if err != nil {
-		return nil, fmt.Errorf("scratch directory %s: %w", scratch, err)
 	}
 	base := filepath.Join(stateDir, fmt.Sprint(os.Getpid()))
 	lock, err := os.OpenFile(base+".lock", os.O_RDWR|os.O_CREATE, 0o600)
@@ -55,23 +62,77 @@ func startRun(stateDir, scratch string, logf func(string, ...any)) (*liveRun, er
 		err = unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	}
 	if err != nil {
-		os.RemoveAll(dir)
+		if lock != nil {
+			lock.Close()
+		}
 		return nil, fmt.Errorf("locking the run marker %s.lock: %w", base, err)
 	}
-	b, _ := json.Marshal(runMarker{PID: os.Getpid(), Started: time.Now().UTC(), Dir: dir})
-	if err := os.WriteFile(base+".json", b, 0o600); err != nil {
-		lock.Close()
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("writing the run marker: %w", err)
+	run := &liveRun{lock: lock, base: base}
+	defer func() {
+		if err != nil {
+			if rerr := run.release(); rerr != nil {
+				logf("warning: %v", rerr)
+			}
+		}
+	}()
+	m := runMarker{PID: os.Getpid(), Started: time.Now().UTC()}
+	scratch, disk := pick()
+	if disk != nil {
+		m.ScratchDisk, m.ScratchMount = disk.Dev, base+".scratch"
+		if err := writeMarker(base, m); err != nil {
+			return nil, err
+		}
+		if err := disk.mount(ctx, m.ScratchMount); err != nil {
+			logf("warning: %v; the scratch goes to %s", err, scratch)
+			m.ScratchDisk, m.ScratchMount = "", ""
+		} else {
+			run.disk = disk
+			scratch = disk.Dir
+			logf("scratch: the NVMe instance store disk %s (%d MiB), formatted and mounted on %s for this run", disk.Dev, disk.Size>>20, disk.Dir)
+		}
 	}
-	return &liveRun{dir: dir, lock: lock, base: base}, nil
+	dir, err := os.MkdirTemp(scratch, "instancestore-run-")
+	if err != nil {
+		return nil, fmt.Errorf("scratch directory %s: %w", scratch, err)
+	}
+	run.dir, m.Dir = dir, dir
+	if err := writeMarker(base, m); err != nil {
+		return nil, err
+	}
+	return run, nil
 }
 
-// release removes the run's scratch directory and marker (imaging has undone its
-// mounts and loops by then), then drops the lock.
+// writeMarker replaces the run's marker with m (a new file renamed over it, so that a
+// sweep never reads half of one).
+func writeMarker(base string, m runMarker) error {
+	b, _ := json.Marshal(m)
+	if err := os.WriteFile(base+".json.new", b, 0o600); err != nil {
+		return fmt.Errorf("writing the run marker: %w", err)
+	}
+	if err := os.Rename(base+".json.new", base+".json"); err != nil {
+		return fmt.Errorf("writing the run marker: %w", err)
+	}
+	return nil
+}
+
+// release removes the run's scratch directory (imaging has undone its mounts and loops
+// by then), unmounts and wipes the scratch disk it mounted, removes the marker and
+// drops the lock. The marker stays while the disk could not be unmounted, for the
+// next run's sweep.
 func (r *liveRun) release() error {
-	err := os.RemoveAll(r.dir)
+	var err error
+	if r.dir != "" {
+		err = os.RemoveAll(r.dir)
+	}
+	if r.disk != nil {
+		if uerr := r.disk.unmount(); uerr != nil {
+			r.lock.Close()
+			return errors.Join(err, uerr)
+		}
+		r.disk = nil
+	}
 	os.Remove(r.base + ".json")
+	os.Remove(r.base + ".json.new")
 	os.Remove(r.base + ".lock")
 	r.lock.Close()
 	return err
@@ -79,8 +140,9 @@ func (r *liveRun) release() error {
 
 // Sweep finds the markers in stateDir whose run is dead and removes what the run
 // left: mounts under its scratch directory (deepest first), loop devices backed by
-// files in it, the directory and the marker. It returns one message per run swept
-// or per thing it could not remove. Live runs are left alone.
+// files in it, the directory, the NVMe instance store disk it mounted as scratch
+// (unmounted and wiped) and the marker. It returns one message per run swept or per
+// thing it could not remove. Live runs are left alone.
 func Sweep(stateDir string) []string {
 	var msgs []string
 	locks, _ := filepath.Glob(filepath.Join(stateDir, "*.lock"))
@@ -99,23 +161,101 @@ func Sweep(stateDir string) []string {
 		if rerr == nil {
 			rerr = json.Unmarshal(b, &m)
 		}
-		if rerr == nil && m.Dir != "" && strings.Contains(filepath.Base(m.Dir), "instancestore-run-") {
-			msgs = append(msgs, sweepDir(m)...)
+		keep := false
+		if rerr == nil && (m.ScratchDisk != "" || m.Dir != "" && strings.Contains(filepath.Base(m.Dir), "instancestore-run-")) {
+			var runMsgs []string
+			runMsgs, keep = sweepRun(m)
+			msgs = append(msgs, runMsgs...)
 		}
-		os.Remove(base + ".json")
-		os.Remove(lp)
+		if !keep {
+			os.Remove(base + ".json")
+			os.Remove(base + ".json.new")
+			os.Remove(lp)
+		}
 		f.Close()
 	}
 	return msgs
 }
 
-func sweepDir(m runMarker) []string {
-	var msgs, done []string
+// sweepRun removes what the dead run of m left. keep is true when its scratch disk is
+// still mounted: the marker stays, for a later sweep.
+func sweepRun(m runMarker) (msgs []string, keep bool) {
+	var done []string
+	if m.Dir != "" && strings.Contains(filepath.Base(m.Dir), "instancestore-run-") {
+		d, e, err := sweepDir(m)
+		if err != nil {
+			return []string{fmt.Sprintf("sweeping the dead run %d: %v", m.PID, err)}, m.ScratchDisk != ""
+		}
+		done, msgs = d, e
+	}
+	if m.ScratchDisk != "" {
+		d, e := sweepDisk(m)
+		done, msgs = append(done, d...), append(msgs, e...)
+		keep = len(e) > 0
+	}
+	what := "nothing was left"
+	if len(done) > 0 {
+		what = "removed " + strings.Join(done, ", ")
+	}
+	return append([]string{fmt.Sprintf("swept what a dead agent run left (pid %d, started %s): %s", m.PID, m.Started.Format(time.RFC3339), what)}, msgs...), keep
+}
+
+// sweepDisk unmounts the NVMe instance store disk a dead run mounted as its scratch
+// (only from the run's mount point, and only that disk), removes the mount point and
+// wipes the disk when it is mounted nowhere and holds the agent's scratch filesystem
+// (scratchLabel): it is blank again, as the run found it. It never detaches lazily:
+// a filesystem still in use is left mounted, and said so.
+func sweepDisk(m runMarker) (done, msgs []string) {
+	var st unix.Stat_t
+	if err := unix.Stat(m.ScratchDisk, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return nil, nil // no such disk (any more)
+	}
+	major, minor := unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))
+	mounts, err := volume.ReadMounts()
+	if err != nil {
+		return nil, []string{fmt.Sprintf("sweeping the scratch disk %s of the dead run %d: %v", m.ScratchDisk, m.PID, err)}
+	}
+	point := filepath.Clean(m.ScratchMount)
+	for _, mt := range mounts {
+		if mt.Point != point || mt.Major != major || mt.Minor != minor {
+			continue
+		}
+		if err := unix.Unmount(point, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+			return done, []string{fmt.Sprintf("could not unmount the scratch disk %s from %s of the dead run %d: %v", m.ScratchDisk, point, m.PID, err)}
+		}
+		done = append(done, "scratch disk mount "+point+" ("+m.ScratchDisk+")")
+		break // one mount of it there; a second would be someone's since
+	}
+	if m.ScratchMount != "" {
+		if err := os.Remove(point); err == nil {
+			done = append(done, "mount point "+point)
+		}
+	}
+	if mounts, err = volume.ReadMounts(); err != nil {
+		return done, []string{fmt.Sprintf("sweeping the scratch disk %s of the dead run %d: %v", m.ScratchDisk, m.PID, err)}
+	}
+	for _, mt := range mounts {
+		if mt.Major == major && mt.Minor == minor {
+			return done, nil // mounted elsewhere: someone's now
+		}
+	}
+	if !hasScratchLabel(m.ScratchDisk) {
+		return done, nil
+	}
+	if err := wipe(m.ScratchDisk); err != nil {
+		return done, []string{fmt.Sprintf("could not wipe the scratch disk %s of the dead run %d: %v", m.ScratchDisk, m.PID, err)}
+	}
+	return append(done, "scratch filesystem on "+m.ScratchDisk+" (wiped)"), nil
+}
+
+// sweepDir removes the dead run's mounts and loop devices under its scratch directory
+// and the directory: what it removed, and what it could not.
+func sweepDir(m runMarker) (done, msgs []string, err error) {
 	dir := filepath.Clean(m.Dir)
 	under := func(p string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
 	mounts, err := volume.ReadMounts()
 	if err != nil {
-		return []string{fmt.Sprintf("sweeping the dead run %d: %v", m.PID, err)}
+		return nil, nil, err
 	}
 	var points []string
 	fromMount := map[string]string{} // loop device -> the mount point it was the source of
@@ -193,11 +333,7 @@ func sweepDir(m runMarker) []string {
 	} else {
 		done = append(done, "scratch "+dir)
 	}
-	what := "nothing was left"
-	if len(done) > 0 {
-		what = "removed " + strings.Join(done, ", ")
-	}
-	return append([]string{fmt.Sprintf("swept what a dead agent run left (pid %d, started %s): %s", m.PID, m.Started.Format(time.RFC3339), what)}, msgs...)
+	return done, msgs, nil
 }
 
 // isLoopNode reports whether p names a loop device node, /dev/loopN.
@@ -246,13 +382,18 @@ func sysfsBackingUnder(dev string, under func(string) bool) bool {
 }
 
 // markRun runs startRun for a volume request and returns the request with the run's
-// scratch directory, and the func that releases the run.
-func markRun(req *Request, logf func(string, ...any)) (*Request, func(), error) {
+// scratch directory, and the func that releases the run. Without a scratch in the
+// request, the run's goes on a mounted instance store volume, else on an unused NVMe
+// instance store disk formatted and mounted for it, else in /tmp (pickScratch).
+func markRun(ctx context.Context, req *Request, logf func(string, ...any)) (*Request, func(), error) {
 	v := *req.Volume
-	if v.Scratch == "" {
-		v.Scratch = volume.DefaultScratch(v.SizeMB << 20)
+	pick := func() (string, *scratchDisk) {
+		if v.Scratch != "" {
+			return v.Scratch, nil
+		}
+		return pickScratch(v.SizeMB, scratchNeed(&v), logf)
 	}
-	run, err := startRun(StateDir, v.Scratch, logf)
+	run, err := startRun(ctx, StateDir, pick, logf)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -270,7 +411,7 @@ func markRun(req *Request, logf func(string, ...any)) (*Request, func(), error) 
 	r.Volume = &v
 	return &r, func() {
 		if err := run.release(); err != nil {
-			logf("warning: removing the scratch directory: %v", err)
+			logf("warning: releasing the run's scratch: %v", err)
 		}
 	}, nil
 }

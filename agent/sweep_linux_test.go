@@ -2,7 +2,9 @@ package agent
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,7 +101,7 @@ func mounted(t *testing.T, dir string) bool {
 func TestStartRunMarksAndReleases(t *testing.T) {
 	stateDir, scratch := t.TempDir(), t.TempDir()
 	var logs []string
-	run, err := startRun(stateDir, scratch, func(f string, a ...any) { logs = append(logs, f) })
+	run, err := startRun(context.Background(), stateDir, func() (string, *scratchDisk) { return scratch, nil }, func(f string, a ...any) { logs = append(logs, f) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,5 +119,140 @@ func TestStartRunMarksAndReleases(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(scratch); len(left) != 0 {
 		t.Fatalf("scratch after release: %v", left)
+	}
+}
+
+// scratchRunEnv makes the test binary a stand-in agent (TestScratchRunHelper): it
+// starts a run whose scratch is the disk named in the variable, says where the run is
+// and waits to be killed.
+const scratchRunEnv = "INSTANCESTORE_TEST_SCRATCH_RUN"
+
+// TestScratchRunHelper is the stand-in agent process of
+// TestSweepScratchDiskAfterSIGKILL; it does nothing unless that test started it.
+func TestScratchRunHelper(t *testing.T) {
+	spec := os.Getenv(scratchRunEnv)
+	if spec == "" {
+		return
+	}
+	stateDir, dev, _ := strings.Cut(spec, ",")
+	run, err := startRun(context.Background(), stateDir, func() (string, *scratchDisk) {
+		return os.TempDir(), &scratchDisk{Dev: dev, Size: 64 << 20}
+	}, func(f string, a ...any) { fmt.Printf("log: "+f+"\n", a...) })
+	if err != nil {
+		fmt.Printf("error: %v\n", err)
+		os.Exit(1)
+	}
+	if err := os.WriteFile(filepath.Join(run.dir, "image.img"), []byte("half an image"), 0o600); err != nil {
+		fmt.Printf("error: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("run %s\n", run.dir)
+	time.Sleep(10 * time.Minute)
+	os.Exit(1)
+}
+
+// TestSweepScratchDiskAfterSIGKILL: an agent run (this test binary as a stand-in
+// process, through the real startRun) formats and mounts an NVMe instance store disk
+// (a loop device stands for it) as its scratch, writes into it and is SIGKILLed. The
+// next run's sweep finds the disk by the run's marker, unmounts it, removes its mount
+// point and wipes it, and the run after that can use the disk again.
+func TestSweepScratchDiskAfterSIGKILL(t *testing.T) {
+	testroot.Require(t)
+	stateDir := filepath.Join(t.TempDir(), "state")
+	file := filepath.Join(t.TempDir(), "nvme1n1.img")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(file, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	l, err := volume.AttachLoop(file, 0, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Detach() })
+
+	child := exec.Command(os.Args[0], "-test.run=^TestScratchRunHelper$", "-test.count=1")
+	child.Env = append(os.Environ(), scratchRunEnv+"="+stateDir+","+l.Path)
+	stdout, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	point := filepath.Join(stateDir, fmt.Sprint(child.Process.Pid)+".scratch")
+	t.Cleanup(func() {
+		child.Process.Kill()
+		child.Wait()
+		exec.Command("umount", point).Run()
+	})
+	var runDir string
+	var said []string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		said = append(said, sc.Text())
+		if d, ok := strings.CutPrefix(sc.Text(), "run "); ok {
+			runDir = d
+			break
+		}
+	}
+	if runDir == "" {
+		t.Fatalf("the stand-in agent never started its run: %q", said)
+	}
+	if !strings.Contains(strings.Join(said, "\n"), "log: scratch: the NVMe instance store disk "+l.Path+" (64 MiB), formatted and mounted on "+point+" for this run") {
+		t.Errorf("the run did not say it mounted the disk on %s: %q", point, said)
+	}
+	if filepath.Dir(runDir) != point || !mounted(t, point) {
+		t.Fatalf("the run's scratch %s is not on the disk mounted at %s", runDir, point)
+	}
+	if msgs := Sweep(stateDir); len(msgs) != 0 {
+		t.Fatalf("a sweep while the run lives did something: %v", msgs)
+	}
+	if !mounted(t, point) {
+		t.Fatal("a sweep while the run lives unmounted its scratch disk")
+	}
+
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	child.Wait()
+	if !mounted(t, point) {
+		t.Fatal("the killed run's scratch disk is not mounted any more: the test shows nothing")
+	}
+	// The next run sweeps it first, then picks the same disk (blank again).
+	var logs []string
+	run, err := startRun(context.Background(), stateDir, func() (string, *scratchDisk) {
+		if mounted(t, point) {
+			t.Error("the disk is still mounted when the next run picks its scratch")
+		}
+		return t.TempDir(), &scratchDisk{Dev: l.Path, Size: 64 << 20}
+	}, func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the next run said: %q", logs)
+	if len(logs) < 1 || !strings.Contains(logs[0], fmt.Sprintf("swept what a dead agent run left (pid %d", child.Process.Pid)) ||
+		!strings.Contains(logs[0], "scratch "+runDir) || !strings.Contains(logs[0], "scratch disk mount "+point+" ("+l.Path+")") ||
+		!strings.Contains(logs[0], "mount point "+point) || !strings.Contains(logs[0], "scratch filesystem on "+l.Path+" (wiped)") {
+		t.Errorf("the sweep did not report the disk's unmount and wipe: %q", logs)
+	}
+	for _, p := range []string{point, filepath.Join(stateDir, fmt.Sprint(child.Process.Pid)+".json"), filepath.Join(stateDir, fmt.Sprint(child.Process.Pid)+".lock")} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s of the dead run is still there", p)
+		}
+	}
+	if run.disk == nil || !mounted(t, run.disk.Dir) {
+		t.Fatalf("the next run did not get the swept disk as its scratch: %q", logs)
+	}
+	if err := run.release(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := blank(l.Path); err != nil || !ok {
+		t.Errorf("the disk is not blank after the next run released it: %v %v", ok, err)
+	}
+	if left, _ := os.ReadDir(stateDir); len(left) != 0 {
+		t.Errorf("state directory after the release: %v", left)
 	}
 }

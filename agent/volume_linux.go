@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -11,44 +12,19 @@ import (
 	"github.com/instancestore/packer-plugin-instancestore/bundle/volume"
 )
 
-// volumeImage is the imaging result the agent bundles and removes; Remove also
-// releases a scratch disk the agent mounted for it.
-type volumeImage struct {
-	*volume.Image
-	release func() error
-	logf    func(string, ...any)
-}
-
-func (v *volumeImage) Remove() error {
-	err := v.Image.Remove()
-	if v.release != nil {
-		if rerr := v.release(); rerr != nil {
-			v.logf("warning: %v", rerr)
-		}
-		v.release = nil
-	}
-	return err
-}
+// volumeImage is the imaging result the agent bundles and removes.
+type volumeImage = volume.Image
 
 // buildVolumeImage images the volume of req into its scratch directory and returns
 // the image path. The agent's own files (binary and work directory) are left out.
-func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...any)) (_ *volumeImage, err error) {
+//
+// The scratch directory is the run's (markRun picked it, and mounted the NVMe
+// instance store disk for it when that is the scratch; the run's release unmounts it).
+func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...any)) (*volumeImage, error) {
 	v := req.Volume
 	scratch := v.Scratch
-	release := func() error { return nil }
 	if scratch == "" {
-		scratch, release, err = instanceStoreScratch(ctx, scratchNeed(v), logf)
-		if err != nil {
-			return nil, err
-		}
-		// Released with the image, or now if imaging fails.
-		defer func() {
-			if err != nil {
-				if rerr := release(); rerr != nil {
-					logf("warning: %v", rerr)
-				}
-			}
-		}()
+		return nil, errors.New("imaging a volume needs a scratch directory (markRun gives each run one)")
 	}
 	own := []string{}
 	if req.WorkDir != "" {
@@ -86,7 +62,7 @@ func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...an
 		return nil, fmt.Errorf("imaging volume %s: %w", orRoot(v.Volume), err)
 	}
 	logf("imaged %s: %d MiB image, %d MiB of file data", orRoot(v.Volume), img.Size>>20, img.Stats.Bytes>>20)
-	return &volumeImage{Image: img, release: release, logf: logf}, nil
+	return img, nil
 }
 
 // scratchNeed is the room the image's data needs in scratch: the volume's used space.
