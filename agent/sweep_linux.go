@@ -41,6 +41,7 @@ type liveRun struct {
 	lock *os.File
 	base string
 	disk *scratchDisk // the NVMe instance store disk mounted for the run, or nil
+	logf func(string, ...any)
 }
 
 // startRun sweeps what dead runs left, then marks this run: its marker and the held
@@ -67,7 +68,7 @@ func startRun(ctx context.Context, stateDir string, pick func() (string, *scratc
 		}
 		return nil, fmt.Errorf("locking the run marker %s.lock: %w", base, err)
 	}
-	run := &liveRun{lock: lock, base: base}
+	run := &liveRun{lock: lock, base: base, logf: logf}
 	defer func() {
 		if err != nil {
 			if rerr := run.release(); rerr != nil {
@@ -125,10 +126,12 @@ func (r *liveRun) release() error {
 		err = os.RemoveAll(r.dir)
 	}
 	if r.disk != nil {
+		dir := r.disk.Dir
 		if uerr := r.disk.unmount(); uerr != nil {
 			r.lock.Close()
 			return errors.Join(err, uerr)
 		}
+		r.logf("scratch: the NVMe instance store disk %s unmounted from %s and wiped", r.disk.Dev, dir)
 		r.disk = nil
 	}
 	os.Remove(r.base + ".json")

@@ -246,8 +246,15 @@ func TestSweepScratchDiskAfterSIGKILL(t *testing.T) {
 	if run.disk == nil || !mounted(t, run.disk.Dir) {
 		t.Fatalf("the next run did not get the swept disk as its scratch: %q", logs)
 	}
+	dir := run.disk.Dir
 	if err := run.release(); err != nil {
 		t.Fatal(err)
+	}
+	if last := logs[len(logs)-1]; last != "scratch: the NVMe instance store disk "+l.Path+" unmounted from "+dir+" and wiped" {
+		t.Errorf("the release said %q", last)
+	}
+	if mounted(t, dir) {
+		t.Errorf("%s is still mounted after the release", dir)
 	}
 	if ok, err := blank(l.Path); err != nil || !ok {
 		t.Errorf("the disk is not blank after the next run released it: %v %v", ok, err)
