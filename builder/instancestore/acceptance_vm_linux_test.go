@@ -44,41 +44,8 @@ import (
 // 19 minutes: 5m20s to SSH, 12m47s to image and bundle 2 GiB with 542 MiB of data,
 // and the new AMI's instance answered after 3 minutes): each build gets 30 minutes.
 func TestAcceptanceVMBuilds(t *testing.T) {
-	testroot.Acceptance(t)
-	testroot.Require(t)
-	p := setupPacker(t)
-	dir := t.TempDir()
-	start := time.Now()
-	env, err := localenv.Start(context.Background(), localenv.Options{Dir: dir, S3: "minio", Machines: "vm", Logf: func(format string, args ...any) {
-		if strings.HasPrefix(format, "localenv:") {
-			t.Logf(format, args...)
-		}
-	}})
-	if err != nil {
-		t.Fatalf("starting the local environment with VM machines: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Close(); err != nil {
-			t.Errorf("closing the VM environment: %v", err)
-		}
-		checkNoQemuUnder(t, dir)
-	})
-	t.Logf("VM environment up in %s", time.Since(start).Round(time.Second))
-	v := map[string]string{}
-	for _, kv := range env.Vars() {
-		v[kv.Name] = kv.Value
-	}
-	cfg := aws.Config{Region: v["AWS_REGION"], Credentials: credentials.NewStaticCredentialsProvider(v["AWS_ACCESS_KEY_ID"], v["AWS_SECRET_ACCESS_KEY"], "")}
-	a := &accEnv{
-		packerEnv: p,
-		local:     env,
-		vars:      v,
-		ec2:       ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(v["AWS_ENDPOINT_URL_EC2"]) }),
-		s3: s3.NewFromConfig(cfg, func(o *s3.Options) {
-			o.BaseEndpoint = aws.String(v["AWS_ENDPOINT_URL_S3"])
-			o.UsePathStyle = true
-		}),
-	}
+	a := startVMEnv(t)
+	v := a.vars
 	builds := []struct {
 		name, virt, sourceVar, root string
 	}{
@@ -107,49 +74,56 @@ func TestAcceptanceVMBuilds(t *testing.T) {
 	}
 }
 
+// startVMEnv starts a local environment of its own with Machines "vm" for the test,
+// closed (and checked for qemu processes left) at its end.
+func startVMEnv(t *testing.T) *accEnv {
+	testroot.Acceptance(t)
+	testroot.Require(t)
+	p := setupPacker(t)
+	dir := t.TempDir()
+	start := time.Now()
+	env, err := localenv.Start(context.Background(), localenv.Options{Dir: dir, S3: "minio", Machines: "vm", Logf: func(format string, args ...any) {
+		if strings.HasPrefix(format, "localenv:") {
+			t.Logf(format, args...)
+		}
+	}})
+	if err != nil {
+		t.Fatalf("starting the local environment with VM machines: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Close(); err != nil {
+			t.Errorf("closing the VM environment: %v", err)
+		}
+		checkNoQemuUnder(t, dir)
+	})
+	t.Logf("VM environment up in %s", time.Since(start).Round(time.Second))
+	v := map[string]string{}
+	for _, kv := range env.Vars() {
+		v[kv.Name] = kv.Value
+	}
+	cfg := aws.Config{Region: v["AWS_REGION"], Credentials: credentials.NewStaticCredentialsProvider(v["AWS_ACCESS_KEY_ID"], v["AWS_SECRET_ACCESS_KEY"], "")}
+	return &accEnv{
+		packerEnv: p,
+		local:     env,
+		vars:      v,
+		ec2:       ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(v["AWS_ENDPOINT_URL_EC2"]) }),
+		s3: s3.NewFromConfig(cfg, func(o *s3.Options) {
+			o.BaseEndpoint = aws.String(v["AWS_ENDPOINT_URL_S3"])
+			o.UsePathStyle = true
+		}),
+	}
+}
+
 func (a *accEnv) vmBuild(t *testing.T, bucket, source, virt, wantRoot string) {
 	ctx := context.Background()
-	outDir := t.TempDir()
-	dir := filepath.Join(a.root, "builder", "instancestore", "testdata", "vm")
-	if out, err := a.run(t, dir, a.envList(), "init", "."); err != nil {
-		t.Fatalf("packer init: %v\n%s", err, out)
+	out, outDir := a.vmPackerBuild(t, "vm", "-var", "s3_bucket="+bucket, "-var", "source_ami="+source, "-var", "virtualization_type="+virt)
+	amiIDs := vmManifestAMIs(t, outDir)
+	if len(amiIDs) != 1 {
+		t.Fatalf("packer-manifest.json names AMIs %v, want one", amiIDs)
 	}
-	bctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(bctx, a.packer, "build", "-color=false", "-timestamp-ui",
-		"-var", "output_dir="+outDir, "-var", "s3_bucket="+bucket, "-var", "source_ami="+source, "-var", "virtualization_type="+virt, ".")
-	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), a.env...), a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log"))...)
-	start := time.Now()
-	outb, err := cmd.CombinedOutput()
-	out := string(outb)
-	if err != nil {
-		a.failWithLog(t, outDir, out, err)
-	}
-	t.Logf("packer build of %s (%s) took %s:\n%s", source, virt, time.Since(start).Round(time.Second), out)
-
-	data, err := os.ReadFile(filepath.Join(outDir, "packer-manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var manifest struct {
-		Builds []struct {
-			ArtifactID string `json:"artifact_id"`
-		} `json:"builds"`
-	}
-	if err := json.Unmarshal(data, &manifest); err != nil || len(manifest.Builds) != 1 {
-		t.Fatalf("packer-manifest.json: %v\n%s", err, data)
-	}
-	_, amiID, _ := strings.Cut(manifest.Builds[0].ArtifactID, ":")
-	imgs, err := a.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{amiID}})
-	if err != nil || len(imgs.Images) != 1 {
-		t.Fatalf("DescribeImages %s: %v", amiID, err)
-	}
-	img := imgs.Images[0]
+	amiID := amiIDs[0]
+	img := a.instanceStoreAMI(t, amiID, virt)
 	location := aws.ToString(img.ImageLocation)
-	if img.RootDeviceType != ec2types.DeviceTypeInstanceStore || string(img.VirtualizationType) != virt {
-		t.Errorf("AMI %s: root device type %s, virtualization %s; want instance-store, %s", amiID, img.RootDeviceType, img.VirtualizationType, virt)
-	}
 	if virt == "paravirtual" && aws.ToString(img.KernelId) != localenv.PVGrubKernelID {
 		t.Errorf("paravirtual AMI %s has kernel %q, want the source's PV-GRUB %s", amiID, aws.ToString(img.KernelId), localenv.PVGrubKernelID)
 	}
@@ -168,8 +142,90 @@ func (a *accEnv) vmBuild(t *testing.T, bucket, source, virt, wantRoot string) {
 		t.Errorf("the agent did not image / into a scratch directory under /mnt, the instance store volume (no \"agent: imaging / (...) into /mnt/instancestore-run-...\" line in packer's output)")
 	}
 
-	// A new instance of the AMI boots, with its own key pair.
-	lctx, lcancel := context.WithTimeout(ctx, 15*time.Minute)
+	a.vmBootAMI(t, amiID, source, srcKernel, wantRoot)
+
+	a.checkLeftovers(t, bucket, location)
+	if _, err := a.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(amiID)}); err != nil {
+		t.Fatal(err)
+	}
+	a.emptyBucket(t, bucket)
+	a.checkLeftovers(t, bucket, "")
+}
+
+// vmPackerBuild runs packer init and `packer build` of testdata/<template> with
+// output_dir and the given arguments (-var ...), and returns packer's output and the
+// output directory (packer.log, packer-manifest.json). A failed build fails the test.
+func (a *accEnv) vmPackerBuild(t *testing.T, template string, args ...string) (out, outDir string) {
+	t.Helper()
+	outDir = t.TempDir()
+	dir := filepath.Join(a.root, "builder", "instancestore", "testdata", template)
+	if out, err := a.run(t, dir, a.envList(), "init", "."); err != nil {
+		t.Fatalf("packer init: %v\n%s", err, out)
+	}
+	bctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(bctx, a.packer, append(append([]string{"build", "-color=false", "-timestamp-ui", "-var", "output_dir=" + outDir}, args...), ".")...)
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), a.env...), a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log"))...)
+	start := time.Now()
+	outb, err := cmd.CombinedOutput()
+	out = string(outb)
+	if err != nil {
+		a.failWithLog(t, outDir, out, err)
+	}
+	t.Logf("packer build of testdata/%s %v took %s:\n%s", template, args, time.Since(start).Round(time.Second), out)
+	return out, outDir
+}
+
+// vmManifestAMIs is every AMI id in packer-manifest.json under outDir, in the order of
+// its builds and of each artifact id's region:ami list.
+func vmManifestAMIs(t *testing.T, outDir string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(outDir, "packer-manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var manifest struct {
+		Builds []struct {
+			ArtifactID string `json:"artifact_id"`
+		} `json:"builds"`
+	}
+	if err := json.Unmarshal(data, &manifest); err != nil || len(manifest.Builds) == 0 {
+		t.Fatalf("packer-manifest.json: %v\n%s", err, data)
+	}
+	var ids []string
+	for _, b := range manifest.Builds {
+		for _, ra := range strings.Split(b.ArtifactID, ",") {
+			if _, id, ok := strings.Cut(ra, ":"); ok {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
+}
+
+// instanceStoreAMI is the AMI as EC2 describes it; the test fails unless it is
+// instance store-backed with the virtualization type virt.
+func (a *accEnv) instanceStoreAMI(t *testing.T, amiID, virt string) ec2types.Image {
+	t.Helper()
+	imgs, err := a.ec2.DescribeImages(context.Background(), &ec2.DescribeImagesInput{ImageIds: []string{amiID}})
+	if err != nil || len(imgs.Images) != 1 {
+		t.Fatalf("DescribeImages %s: %v", amiID, err)
+	}
+	img := imgs.Images[0]
+	if img.RootDeviceType != ec2types.DeviceTypeInstanceStore || string(img.VirtualizationType) != virt {
+		t.Errorf("AMI %s: root device type %s, virtualization %s; want instance-store, %s", amiID, img.RootDeviceType, img.VirtualizationType, virt)
+	}
+	return img
+}
+
+// vmBootAMI boots a new instance of the AMI on m3.medium with its own key pair, and
+// over SSH as admin finds the file the provisioner wrote on an instance of source, the
+// image's own kernel srcKernel running from /boot, the root on wantRoot and the AMI's
+// ephemeral0 (/dev/vdb, ext3) at /mnt.
+func (a *accEnv) vmBootAMI(t *testing.T, amiID, source, srcKernel, wantRoot string) {
+	t.Helper()
+	lctx, lcancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer lcancel()
 	lstart := time.Now()
 	got, err := launch.Run(lctx, a.ec2, amiID, "m3.medium", "admin",
@@ -198,13 +254,6 @@ func (a *accEnv) vmBuild(t *testing.T, bucket, source, virt, wantRoot string) {
 	if m := field("mnt"); !strings.HasPrefix(m, "/dev/vdb ext3") {
 		t.Errorf("the new instance's /mnt is %q, want the AMI's ephemeral0 (/dev/vdb, ext3)", m)
 	}
-
-	a.checkLeftovers(t, bucket, location)
-	if _, err := a.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(amiID)}); err != nil {
-		t.Fatal(err)
-	}
-	a.emptyBucket(t, bucket)
-	a.checkLeftovers(t, bucket, "")
 }
 
 // provisionerSaid is what the shell provisioner printed after "name: " in packer's
