@@ -82,7 +82,8 @@ type Request struct {
 type VolumeRequest struct {
 	Volume string `json:"volume,omitempty"` // mount point to image (default "/")
 	// Scratch is the directory under which the image is built (in a new directory
-	// removed at exit); "" picks an instance-store mount with room, else /tmp.
+	// removed at exit); "" picks an instance-store mount with room, else an unused NVMe
+	// instance store disk (formatted and mounted for the run), else /tmp.
 	Scratch   string   `json:"scratch,omitempty"`
 	SizeMB    int64    `json:"size_mb,omitempty"`   // image size in MiB (default: the volume's size)
 	Excludes  []string `json:"excludes,omitempty"`  // -e
