@@ -87,7 +87,7 @@ func (c *call) resolveEbs(dev string, sp *ebsSpec, public bool) (*snapshot, erro
 			return nil, apiErr(400, "InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", sn.id)
 		}
 		if sn.state != "completed" {
-			return nil, apiErr(400, "IncorrectState", "Snapshot '%s' is not in the 'completed' state (it is '%s')", sn.id, sn.state)
+			return nil, apiErr(400, "IncorrectState", "Snapshot '%s' is not 'completed'.", sn.id)
 		}
 		if sp.size != 0 && sp.size < sn.size {
 			return nil, apiErr(400, "InvalidBlockDeviceMapping", "Volume of size %dGB is smaller than snapshot '%s', expect size >= %dGB", sp.size, sn.id, sn.size)

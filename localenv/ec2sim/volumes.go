@@ -297,7 +297,7 @@ func createVolume(c *call) (metaSetter, error) {
 			return nil, err
 		}
 		if src.state != "completed" {
-			return nil, apiErr(400, "IncorrectState", "Snapshot '%s' is not completed (state %s)", snapID, src.state)
+			return nil, apiErr(400, "IncorrectState", "Snapshot '%s' is not 'completed'.", snapID)
 		}
 		if size == 0 {
 			size = src.size
