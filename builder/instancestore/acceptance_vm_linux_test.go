@@ -116,7 +116,7 @@ func startVMEnv(t *testing.T) *accEnv {
 
 func (a *accEnv) vmBuild(t *testing.T, bucket, source, virt, wantRoot string) {
 	ctx := context.Background()
-	out, outDir := a.vmPackerBuild(t, "vm", "-var", "s3_bucket="+bucket, "-var", "source_ami="+source, "-var", "virtualization_type="+virt)
+	out, outDir := a.vmPackerBuild(t, "vm", 30*time.Minute, "-var", "s3_bucket="+bucket, "-var", "source_ami="+source, "-var", "virtualization_type="+virt)
 	amiIDs := vmManifestAMIs(t, outDir)
 	if len(amiIDs) != 1 {
 		t.Fatalf("packer-manifest.json names AMIs %v, want one", amiIDs)
@@ -153,16 +153,17 @@ func (a *accEnv) vmBuild(t *testing.T, bucket, source, virt, wantRoot string) {
 }
 
 // vmPackerBuild runs packer init and `packer build` of testdata/<template> with
-// output_dir and the given arguments (-var ...), and returns packer's output and the
-// output directory (packer.log, packer-manifest.json). A failed build fails the test.
-func (a *accEnv) vmPackerBuild(t *testing.T, template string, args ...string) (out, outDir string) {
+// output_dir and the given arguments (-var ...), for at most timeout, and returns
+// packer's output and the output directory (packer.log, packer-manifest.json). A
+// failed build fails the test.
+func (a *accEnv) vmPackerBuild(t *testing.T, template string, timeout time.Duration, args ...string) (out, outDir string) {
 	t.Helper()
 	outDir = t.TempDir()
 	dir := filepath.Join(a.root, "builder", "instancestore", "testdata", template)
 	if out, err := a.run(t, dir, a.envList(), "init", "."); err != nil {
 		t.Fatalf("packer init: %v\n%s", err, out)
 	}
-	bctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	bctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(bctx, a.packer, append(append([]string{"build", "-color=false", "-timestamp-ui", "-var", "output_dir=" + outDir}, args...), ".")...)
 	cmd.Dir = dir
