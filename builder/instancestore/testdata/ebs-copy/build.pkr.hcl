@@ -16,6 +16,16 @@ variable "source_ami" {
   default = env("INSTANCESTORE_SOURCE_AMI_HVM")
 }
 
+variable "region" {
+  type    = string
+  default = env("AWS_REGION")
+}
+
+variable "ec2_cert_path" {
+  type    = string
+  default = env("INSTANCESTORE_EC2_CERT")
+}
+
 variable "s3_bucket" {
   type = string
 }
@@ -25,7 +35,7 @@ variable "output_dir" {
 }
 
 source "instancestore" "ebs" {
-  region                  = env("AWS_REGION")
+  region                  = var.region
   source_ami              = var.source_ami
   instance_type           = "m3.medium"
   ami_virtualization_type = "hvm"
@@ -35,7 +45,7 @@ source "instancestore" "ebs" {
   s3_bucket           = var.s3_bucket
   s3_create_bucket    = true
   s3_force_path_style = true
-  ec2_cert_path       = env("INSTANCESTORE_EC2_CERT")
+  ec2_cert_path       = var.ec2_cert_path
 
   ssh_username  = "admin"
   ssh_interface = "private_ip"
