@@ -131,6 +131,10 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			SubnetId:        c.SubnetId,
 			HasSubnetFilter: !c.SubnetFilter.Empty(),
 		},
+	}
+	// ebs_copy's AMI name is free too (step_ebs_copy.go).
+	list = append(list, b.ebsCopyPreflight()...)
+	list = append(list,
 		&steps.StepAccountID{Options: &c.Options},
 		&awscommon.StepSourceAMIInfo{
 			SourceAmi:                c.SourceAmi,
@@ -211,7 +215,7 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			Regions:         c.AMIRegions,
 		},
 		&stepBundle{GeneratedData: generatedData},
-	}
+	)
 	// ebs_copy: the EBS-backed AMI of the same image, written from the bundle just
 	// uploaded onto a volume of the source instance (step_ebs_copy.go).
 	list = append(list, b.ebsCopySteps()...)

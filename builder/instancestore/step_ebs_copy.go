@@ -48,6 +48,17 @@ func (b *Builder) ebsCopySteps() []multistep.Step {
 	}
 }
 
+// ebsCopyPreflight checks, before anything is launched, that no AMI has ebs_copy's
+// name (the amazon plugin's check of ami_name; skipped, as for ami_name, with
+// force_deregister, which does not remove an older EBS copy).
+func (b *Builder) ebsCopyPreflight() []multistep.Step {
+	c := &b.config
+	if c.EBSCopy == nil {
+		return nil
+	}
+	return []multistep.Step{&awscommon.StepPreValidate{DestAmiName: c.EBSCopy.AMIName, ForceDeregister: c.AMIForceDeregister}}
+}
+
 // bundleResult is the uploaded bundle's driver result (stepBundle's).
 func bundleResult(state multistep.StateBag) (*driver.Result, error) {
 	res, _ := state.Get(keyBundleResult).(*driver.Result)
