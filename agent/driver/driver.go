@@ -93,6 +93,10 @@ type Result struct {
 	// Metadata is what the agent read from the instance's metadata service (nil when
 	// it was not asked to).
 	Metadata *agent.MetadataReport
+	// Key is the bundle's AES key and IV, made on the host: with Manifest it is what
+	// Restore needs to write the image onto a volume (the builder's ebs_copy), with no
+	// private key involved. A secret: it stays in memory and out of logs.
+	Key bundle.Key
 }
 
 // Run bundles and uploads. On error nothing it made is left behind (as far as the
@@ -217,7 +221,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	}
 	objs = append(objs, manifestName)
 	cfg.Ui.Sayf("Bundle uploaded: %d parts, %s, manifest s3://%s", len(bres.Parts), humanBytes(bres.BundledSize), loc)
-	return &Result{Bundle: bres, Manifest: m, ManifestLocation: loc, Objects: objs, Mappings: mappings, Metadata: metadata}, nil
+	return &Result{Bundle: bres, Manifest: m, ManifestLocation: loc, Objects: objs, Mappings: mappings, Metadata: metadata, Key: key}, nil
 }
 
 type run struct {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/hashicorp/hcl/v2/hcldec"
 	awscommon "github.com/hashicorp/packer-plugin-amazon/common"
@@ -47,9 +48,10 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 	return generatedDataNames(), warns, nil
 }
 
-// generatedDataNames are the amazon builders' usual names plus BundleManifest.
+// generatedDataNames are the amazon builders' usual names plus BundleManifest and
+// EBSCopyAMI (the ebs_copy AMI's id, "" without ebs_copy).
 func generatedDataNames() []string {
-	return append(awscommon.GetGeneratedDataList(), "BundleManifest")
+	return append(awscommon.GetGeneratedDataList(), "BundleManifest", "EBSCopyAMI")
 }
 
 // Run builds the AMI: the step list below is the whole story of a build.
@@ -74,6 +76,7 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	state.Put(keyHook, hook)
 	state.Put(keyUI, ui)
 	state.Put(keyRegion, awsCfg.Region)
+	state.Put(steps.KeyEBSClient, ebsClient(client, awsCfg))
 	generatedData := &packerbuilderdata.GeneratedData{State: state}
 
 	b.runner = commonsteps.NewRunner(b.steps(ctx, client, awsCfg, generatedData), c.PackerConfig, ui)
@@ -89,8 +92,16 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	if len(images) == 0 {
 		return nil, nil
 	}
+	var ebsCopy *EBSCopyAMI
+	if id := steps.StateString(state, steps.KeyEBSAMI); id != "" {
+		ebsCopy = &EBSCopyAMI{Region: awsCfg.Region, AMI: id, Snapshot: steps.StateString(state, steps.KeyEBSSnapshot)}
+		generatedData.Put("EBSCopyAMI", id)
+	} else {
+		generatedData.Put("EBSCopyAMI", "")
+	}
 	return &Artifact{
 		Amis:      images,
+		EBSCopy:   ebsCopy,
 		Manifests: manifestLocations(state),
 		Bundle:    bundleOf(state),
 		Config:    awsCfg,
@@ -99,10 +110,19 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	}, nil
 }
 
+// ebsClient is the client of the EBS steps: the build's EC2 client (with
+// custom_endpoint_ec2) when it has what they need, else one from the AWS configuration.
+func ebsClient(client clients.Ec2Client, awsCfg *aws.Config) steps.EBSClient {
+	if c, ok := client.(steps.EBSClient); ok {
+		return c
+	}
+	return ec2.NewFromConfig(*awsCfg)
+}
+
 // steps is the whole story of a build, in order.
 func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *aws.Config, generatedData *packerbuilderdata.GeneratedData) []multistep.Step {
 	c := &b.config
-	return []multistep.Step{
+	list := []multistep.Step{
 		&stepSweep{BuildID: c.buildID, PollingConfig: c.PollingConfig},
 		&awscommon.StepPreValidate{
 			DestAmiName:     c.AMIName,
@@ -111,6 +131,10 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			SubnetId:        c.SubnetId,
 			HasSubnetFilter: !c.SubnetFilter.Empty(),
 		},
+	}
+	// ebs_copy's AMI name is free too (step_ebs_copy.go).
+	list = append(list, b.ebsCopyPreflight()...)
+	list = append(list,
 		&steps.StepAccountID{Options: &c.Options},
 		&awscommon.StepSourceAMIInfo{
 			SourceAmi:                c.SourceAmi,
@@ -191,6 +215,11 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			Regions:         c.AMIRegions,
 		},
 		&stepBundle{GeneratedData: generatedData},
+	)
+	// ebs_copy: the EBS-backed AMI of the same image, written from the bundle just
+	// uploaded onto a volume of the source instance (step_ebs_copy.go).
+	list = append(list, b.ebsCopySteps()...)
+	return append(list,
 		registerStep(c),
 		&awscommon.StepAMIRegionCopy{
 			AccessConfig:   &c.AccessConfig,
@@ -224,7 +253,7 @@ func (b *Builder) steps(ctx context.Context, client clients.Ec2Client, awsCfg *a
 			DeregistrationProtection: &c.DeregistrationProtection,
 		},
 		&steps.StepManifestLocations{},
-	}
+	)
 }
 
 // runInstanceStep launches the source instance, as a spot instance when asked.

@@ -1,5 +1,5 @@
 //go:generate packer-sdc struct-markdown
-//go:generate packer-sdc mapstructure-to-hcl2 -type Config
+//go:generate packer-sdc mapstructure-to-hcl2 -type Config,EBSCopyConfig
 
 package instancestore
 
@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awscommon "github.com/hashicorp/packer-plugin-amazon/common"
 	"github.com/hashicorp/packer-plugin-sdk/common"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
@@ -16,6 +18,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/uuid"
 
 	"github.com/instancestore/packer-plugin-instancestore/agent/driver"
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 )
 
 // Config is the `instancestore` builder's configuration. It embeds the amazon plugin's
@@ -41,6 +44,14 @@ type Config struct {
 	// S3. By default the old manifest and parts are deleted with it.
 	KeepBundleOnDeregister bool `mapstructure:"keep_bundle_on_deregister" required:"false"`
 
+	// Also register an EBS-backed AMI of the very same image, for current (Nitro)
+	// instance types; see [EBS copy](#ebs-copy). After the bundle is uploaded, a new
+	// volume of the image's size is attached to the source instance, the agent
+	// streams the bundle back from S3 onto it (presigned GETs, every part's SHA-1 and
+	// the image digest checked, zeros not written, nothing on scratch), and its
+	// snapshot is registered. The volume is deleted; the artifact carries both AMIs.
+	EBSCopy *EBSCopyConfig `mapstructure:"ebs_copy" required:"false"`
+
 	// Not supported: the `amazon-instance` builder's command that ran Ruby
 	// `ec2-bundle-vol` on the instance. This builder bundles with its own agent; use the
 	// `bundle_*` options instead.
@@ -60,6 +71,68 @@ type Config struct {
 	ctx interpolate.Context
 	// buildID is this build's value of the BuildTagKey tag.
 	buildID string
+}
+
+// EBSCopyConfig is the `ebs_copy` block: the EBS-backed copy of the build's image.
+type EBSCopyConfig struct {
+	// The name of the EBS-backed AMI. It must differ from `ami_name` (an account's AMI
+	// names are unique per region). Default `<ami_name>-ebs`.
+	AMIName string `mapstructure:"ami_name" required:"false"`
+	// The description of the EBS-backed AMI; it may use the build's template data
+	// (`{{ .SourceAMI }}`, ...) as `ami_description` does. Default: `ami_description`.
+	AMIDescription string `mapstructure:"ami_description" required:"false"`
+	// Tags of the EBS-backed AMI and its snapshot, with the template data `tags`
+	// has. Default: `tags`.
+	AMITags map[string]string `mapstructure:"tags" required:"false"`
+	// The volume the image is written onto, and the AMI's root volume.
+	steps.EBSVolumeOptions `mapstructure:",squash"`
+	// The AMI's root device name. Default `/dev/xvda`.
+	RootDeviceName string `mapstructure:"root_device_name" required:"false"`
+	// Register the AMI with ENA support, which Nitro instance types need (the image
+	// needs the ENA driver to have a network there). Default `true`.
+	ENASupport *bool `mapstructure:"ena_support" required:"false"`
+}
+
+// DefaultEBSRootDevice is the EBS copy's root device name when root_device_name is
+// unset.
+const DefaultEBSRootDevice = "/dev/xvda"
+
+// prepare applies the block's defaults and checks it against the build's options.
+func (e *EBSCopyConfig) prepare(c *Config) []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	errs = append(errs, e.EBSVolumeOptions.Prepare("ebs_copy.")...)
+	if e.AMIName == "" {
+		e.AMIName = c.AMIName + "-ebs"
+	} else {
+		name, err := interpolate.Render(e.AMIName, &c.ctx)
+		if err != nil {
+			add("ebs_copy.ami_name: %s", err)
+		}
+		e.AMIName = name
+	}
+	if e.AMIName == c.AMIName {
+		add("ebs_copy.ami_name %q is ami_name too: an account's AMI names are unique in a region; give the EBS copy a name of its own (default: ami_name with -ebs)", e.AMIName)
+	}
+	if e.AMIDescription == "" {
+		e.AMIDescription = c.AMIDescription
+	}
+	if e.AMITags == nil {
+		e.AMITags = c.AMITags
+	}
+	if e.RootDeviceName == "" {
+		e.RootDeviceName = DefaultEBSRootDevice
+	}
+	if !strings.HasPrefix(e.RootDeviceName, "/dev/") {
+		add("ebs_copy.root_device_name %q: want a device name such as /dev/xvda or /dev/sda1", e.RootDeviceName)
+	}
+	if e.ENASupport == nil {
+		e.ENASupport = aws.Bool(true)
+	}
+	if c.AMIVirtType != "hvm" {
+		add("ebs_copy needs ami_virtualization_type = \"hvm\": the EBS copy is for current instance types (Nitro: NVMe root, ENA), which boot hvm AMIs only; convert a paravirtual AMI with the instancestore-ebs post-processor")
+	}
+	return errs
 }
 
 // Defaults that Prepare applies.
@@ -88,6 +161,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 				"tag",
 				"spot_tags",
 				"spot_tag",
+				"ebs_copy", // its ami_name in Prepare, the rest with the build's data
 			},
 		},
 	}, raws...)
@@ -139,6 +213,10 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 	errs = packersdk.MultiErrorAppend(errs, c.Options.CheckVirtualization(c.AMIVirtType)...)
 	errs = packersdk.MultiErrorAppend(errs, c.VolumeOptions.CheckVirtualization(c.AMIVirtType)...)
+
+	if c.EBSCopy != nil {
+		errs = packersdk.MultiErrorAppend(errs, c.EBSCopy.prepare(c)...)
+	}
 
 	// The build instance may be of any type that runs the source: an instance store
 	// family for an instance store-backed source, any type for an EBS-backed one.

@@ -184,6 +184,7 @@ type FlatConfig struct {
 	AMIMappings                               []common.FlatBlockDevice                    `mapstructure:"ami_block_device_mappings" required:"false" cty:"ami_block_device_mappings" hcl:"ami_block_device_mappings"`
 	LaunchMappings                            []common.FlatBlockDevice                    `mapstructure:"launch_block_device_mappings" required:"false" cty:"launch_block_device_mappings" hcl:"launch_block_device_mappings"`
 	KeepBundleOnDeregister                    *bool                                       `mapstructure:"keep_bundle_on_deregister" required:"false" cty:"keep_bundle_on_deregister" hcl:"keep_bundle_on_deregister"`
+	EBSCopy                                   *FlatEBSCopyConfig                          `mapstructure:"ebs_copy" required:"false" cty:"ebs_copy" hcl:"ebs_copy"`
 	BundleVolCommand                          *string                                     `mapstructure:"bundle_vol_command" required:"false" cty:"bundle_vol_command" hcl:"bundle_vol_command"`
 	BundleUploadCommand                       *string                                     `mapstructure:"bundle_upload_command" required:"false" cty:"bundle_upload_command" hcl:"bundle_upload_command"`
 	X509UploadPath                            *string                                     `mapstructure:"x509_upload_path" required:"false" cty:"x509_upload_path" hcl:"x509_upload_path"`
@@ -374,10 +375,46 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"ami_block_device_mappings":    &hcldec.BlockListSpec{TypeName: "ami_block_device_mappings", Nested: hcldec.ObjectSpec((*common.FlatBlockDevice)(nil).HCL2Spec())},
 		"launch_block_device_mappings": &hcldec.BlockListSpec{TypeName: "launch_block_device_mappings", Nested: hcldec.ObjectSpec((*common.FlatBlockDevice)(nil).HCL2Spec())},
 		"keep_bundle_on_deregister":    &hcldec.AttrSpec{Name: "keep_bundle_on_deregister", Type: cty.Bool, Required: false},
+		"ebs_copy":                     &hcldec.BlockSpec{TypeName: "ebs_copy", Nested: hcldec.ObjectSpec((*FlatEBSCopyConfig)(nil).HCL2Spec())},
 		"bundle_vol_command":           &hcldec.AttrSpec{Name: "bundle_vol_command", Type: cty.String, Required: false},
 		"bundle_upload_command":        &hcldec.AttrSpec{Name: "bundle_upload_command", Type: cty.String, Required: false},
 		"x509_upload_path":             &hcldec.AttrSpec{Name: "x509_upload_path", Type: cty.String, Required: false},
 		"tpm_support":                  &hcldec.AttrSpec{Name: "tpm_support", Type: cty.String, Required: false},
+	}
+	return s
+}
+
+// FlatEBSCopyConfig is an auto-generated flat version of EBSCopyConfig.
+// Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
+type FlatEBSCopyConfig struct {
+	AMIName        *string           `mapstructure:"ami_name" required:"false" cty:"ami_name" hcl:"ami_name"`
+	AMIDescription *string           `mapstructure:"ami_description" required:"false" cty:"ami_description" hcl:"ami_description"`
+	AMITags        map[string]string `mapstructure:"tags" required:"false" cty:"tags" hcl:"tags"`
+	VolumeType     *string           `mapstructure:"volume_type" required:"false" cty:"volume_type" hcl:"volume_type"`
+	VolumeSize     *int32            `mapstructure:"volume_size" required:"false" cty:"volume_size" hcl:"volume_size"`
+	RootDeviceName *string           `mapstructure:"root_device_name" required:"false" cty:"root_device_name" hcl:"root_device_name"`
+	ENASupport     *bool             `mapstructure:"ena_support" required:"false" cty:"ena_support" hcl:"ena_support"`
+}
+
+// FlatMapstructure returns a new FlatEBSCopyConfig.
+// FlatEBSCopyConfig is an auto-generated flat version of EBSCopyConfig.
+// Where the contents a fields with a `mapstructure:,squash` tag are bubbled up.
+func (*EBSCopyConfig) FlatMapstructure() interface{ HCL2Spec() map[string]hcldec.Spec } {
+	return new(FlatEBSCopyConfig)
+}
+
+// HCL2Spec returns the hcl spec of a EBSCopyConfig.
+// This spec is used by HCL to read the fields of EBSCopyConfig.
+// The decoded values from this spec will then be applied to a FlatEBSCopyConfig.
+func (*FlatEBSCopyConfig) HCL2Spec() map[string]hcldec.Spec {
+	s := map[string]hcldec.Spec{
+		"ami_name":         &hcldec.AttrSpec{Name: "ami_name", Type: cty.String, Required: false},
+		"ami_description":  &hcldec.AttrSpec{Name: "ami_description", Type: cty.String, Required: false},
+		"tags":             &hcldec.AttrSpec{Name: "tags", Type: cty.Map(cty.String), Required: false},
+		"volume_type":      &hcldec.AttrSpec{Name: "volume_type", Type: cty.String, Required: false},
+		"volume_size":      &hcldec.AttrSpec{Name: "volume_size", Type: cty.Number, Required: false},
+		"root_device_name": &hcldec.AttrSpec{Name: "root_device_name", Type: cty.String, Required: false},
+		"ena_support":      &hcldec.AttrSpec{Name: "ena_support", Type: cty.Bool, Required: false},
 	}
 	return s
 }

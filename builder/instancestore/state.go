@@ -43,6 +43,9 @@ const (
 	keyBundle = "instancestore_bundle"
 	// keyManifests holds map[region]imageLocation of the finished AMIs.
 	keyManifests = steps.KeyManifests
+	// keyBundleResult holds the uploaded bundle's *driver.Result (its manifest and
+	// key, for ebs_copy).
+	keyBundleResult = "instancestore_bundle_result"
 )
 
 // bundleLocation says where a bundle's objects are in S3.

@@ -102,6 +102,7 @@ func (s *stepBundle) Run(ctx context.Context, state multistep.StateBag) multiste
 		ManifestLocation: res.ManifestLocation, Objects: res.Objects,
 	}
 	state.Put(keyBundle, s.uploaded)
+	state.Put(keyBundleResult, res) // the manifest and key: ebs_copy writes the image from them
 	s.GeneratedData.Put("BundleManifest", "s3://"+res.ManifestLocation)
 	if s.attempts > 1 {
 		// Packer's ask step leaves the failed attempt's error in the state: the build

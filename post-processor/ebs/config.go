@@ -13,6 +13,8 @@ import (
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
+
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 )
 
 // Config is the `instancestore-ebs` post-processor's configuration. It embeds the
@@ -110,16 +112,10 @@ func (c *Config) Prepare(raws ...interface{}) error {
 			add("agent_binary: %s", err)
 		}
 	}
-	switch c.VolumeType {
-	case "":
-		c.VolumeType = "gp3"
-	case "gp2", "gp3", "io1", "io2", "st1", "sc1", "standard":
-	default:
-		add("volume_type %q: want gp2, gp3, io1, io2, st1, sc1 or standard", c.VolumeType)
-	}
-	if c.VolumeSize < 0 {
-		add("volume_size %d: give a size in GiB, or leave it unset for the image size", c.VolumeSize)
-	}
+	// The checks of every component's EBS volume options (one set of messages).
+	vol := steps.EBSVolumeOptions{VolumeType: c.VolumeType, VolumeSize: c.VolumeSize}
+	errs = packersdk.MultiErrorAppend(errs, vol.Prepare("")...)
+	c.VolumeType = vol.VolumeType
 	if c.AMIName == "" {
 		c.AMIName = "{{.SourceAMIName}}-ebs"
 	}

@@ -23,6 +23,8 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	"github.com/hashicorp/packer-plugin-sdk/multistep/commonsteps"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	ebssteps "github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 )
 
 // BuilderId identifies this post-processor's artifacts.
@@ -106,12 +108,12 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 			SSHPort:   awscommon.Port(h.SSHInterface, h.Comm.Port()),
 			SSHConfig: h.Comm.SSHConfigFunc(),
 		},
-		&stepCreateVolume{},
-		&stepAttachVolume{},
+		newCreateVolume(c, ami),
+		&ebssteps.StepAttachVolume{},
 		&stepWriteVolume{},
-		&stepDetachVolume{},
-		&stepSnapshot{},
-		&stepRegisterAMI{},
+		&ebssteps.StepDetachVolume{},
+		newSnapshot(c, ami),
+		newRegisterAMI(),
 	}
 	runner := commonsteps.NewRunner(steps, c.PackerConfig, ui)
 	runner.Run(ctx, state)

@@ -2,7 +2,6 @@ package ebspp
 
 import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
@@ -18,17 +17,17 @@ const (
 	keyUI           = steps.KeyUI
 	keyRegion       = steps.KeyRegion
 	keyError        = steps.KeyError
-	keyInstance     = "instance" // *ec2types.Instance, StepRunSourceInstance's
+	keyInstance     = steps.KeyInstance // ec2types.Instance, StepRunSourceInstance's
 
 	keyConfig = "instancestore_ebs_config"
-	// keyEC2Full is the *ec2.Client (clients.Ec2Client has no CreateVolume).
-	keyEC2Full  = "instancestore_ebs_ec2"
-	keySource   = "instancestore_ebs_source"   // *sourceImage
-	keyVolume   = "instancestore_ebs_volume"   // volume id (string)
-	keyDevice   = "instancestore_ebs_device"   // attach device name (string)
-	keySnapshot = "instancestore_ebs_snapshot" // snapshot id (string)
-	keyAMI      = "instancestore_ebs_ami"      // the new AMI id (string)
-	keyDetached = "instancestore_ebs_detached" // true once stepDetachVolume detached it
+	// keyEC2Full is the *ec2.Client (clients.Ec2Client has no CreateVolume); the
+	// shared EBS steps call it as their steps.EBSClient.
+	keyEC2Full  = steps.KeyEBSClient
+	keySource   = "instancestore_ebs_source" // *sourceImage
+	keyVolume   = steps.KeyEBSVolume         // volume id (string)
+	keyDevice   = steps.KeyEBSDevice         // attach device name (string)
+	keySnapshot = steps.KeyEBSSnapshot       // snapshot id (string)
+	keyAMI      = steps.KeyEBSAMI            // the new AMI id (string)
 )
 
 func halt(state multistep.StateBag, err error) multistep.StepAction { return steps.Halt(state, err) }
@@ -37,9 +36,6 @@ func ui(state multistep.StateBag) packersdk.Ui       { return state.Get(keyUI).(
 func configOf(state multistep.StateBag) *Config      { return state.Get(keyConfig).(*Config) }
 func ec2Full(state multistep.StateBag) *ec2.Client   { return state.Get(keyEC2Full).(*ec2.Client) }
 func sourceOf(state multistep.StateBag) *sourceImage { return state.Get(keySource).(*sourceImage) }
-func instanceOf(state multistep.StateBag) *ec2types.Instance {
-	return state.Get(keyInstance).(*ec2types.Instance)
-}
 func stringOf(state multistep.StateBag, key string) string {
 	s, _ := state.Get(key).(string)
 	return s

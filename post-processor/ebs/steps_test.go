@@ -185,13 +185,13 @@ func TestInspectSource(t *testing.T) {
 func TestVolumeSnapshotRegisterCleanup(t *testing.T) {
 	e := startSim(t)
 	ami, keyPath := e.registerBundle(t)
-	st, _ := e.state(t, keyPath)
+	st, c := e.state(t, keyPath)
 	ctx := context.Background()
 	if (&stepInspectSource{AMI: ami}).Run(ctx, st) != multistep.ActionContinue {
 		t.Fatalf("inspect: %v", st.Get(keyError))
 	}
-	st.Put(keyInstance, &ec2types.Instance{InstanceId: aws.String("i-none"), Placement: &ec2types.Placement{AvailabilityZone: aws.String("us-east-1a")}})
-	create, snap, reg := &stepCreateVolume{}, &stepSnapshot{}, &stepRegisterAMI{}
+	st.Put(keyInstance, ec2types.Instance{InstanceId: aws.String("i-none"), Placement: &ec2types.Placement{AvailabilityZone: aws.String("us-east-1a")}})
+	create, snap, reg := newCreateVolume(c, ami), newSnapshot(c, ami), newRegisterAMI()
 	for _, s := range []multistep.Step{create, snap, reg} {
 		if s.Run(ctx, st) != multistep.ActionContinue {
 			t.Fatalf("%T: %v", s, st.Get(keyError))

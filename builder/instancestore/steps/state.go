@@ -4,6 +4,11 @@
 // the bundle, the bucket preflight, RegisterImage with the cleanup of a half-made AMI,
 // and the manifest locations of the finished AMIs.
 //
+// It also holds the EBS steps (ebs_state.go) that the builder's ebs_copy and the
+// instancestore-ebs post-processor (post-processor/ebs) share: a new volume, attach,
+// detach, snapshot and the registration of an EBS-backed AMI, each with the cleanup of
+// what it made, and the EBS volume options of both.
+//
 // They share the state bag with packer-plugin-amazon's common steps, so the first
 // group of keys below has the amazon plugin's names.
 package steps
