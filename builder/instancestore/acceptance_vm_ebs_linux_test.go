@@ -26,6 +26,10 @@ import (
 // instance store types do, with BIOS and the image's own GRUB (root /dev/vda1 on the
 // launcher's virtio disk, as /dev/xvda1 on EC2), and over SSH with a key pair of its
 // own the test finds the provisioned file, the image's kernel and ephemeral0 at /mnt.
+// The template's ebs_copy block makes an EBS-backed AMI of the same image as well (a
+// volume hot-plugged into the m5d.large as NVMe, written by the agent from the
+// uploaded bundle, snapshotted, registered legacy-bios with ENA): an instance of it on
+// t3.micro boots from its NVMe root (/dev/nvme0n1p1) and has the same file and kernel.
 // Nothing is left: no instance, volume, snapshot, key pair, security group, object or
 // AMI once the AMI is deregistered.
 //
@@ -46,7 +50,7 @@ func TestAcceptanceVMBuildEBSSource(t *testing.T) {
 	}
 	const (
 		bucket  = "acc-vm-ebs"
-		wantEBS = 0 // EBS-backed AMIs the template makes besides the instance store one
+		wantEBS = 1 // EBS-backed AMIs the template makes besides the instance store one: its ebs_copy
 	)
 	sourceSnaps := a.amiSnapshots(t, source)
 
@@ -111,17 +115,51 @@ func TestAcceptanceVMBuildEBSSource(t *testing.T) {
 	}
 
 	// An instance of the new AMI on an instance store type.
-	a.vmBootAMI(t, isAMI, source, srcKernel, "/dev/vda1")
+	a.vmBootAMI(t, isAMI, "m3.medium", source, srcKernel, "/dev/vda1", "/dev/vdb ext3")
+
+	// The ebs_copy: the same image on an EBS root volume, for the Nitro types. It boots
+	// there as the source did, from NVMe, with BIOS (the image's own GRUB) and no
+	// instance store on t3.micro.
+	copySnaps := map[string]bool{}
+	for _, id := range ebsAMIs {
+		imgs, err := a.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{id}})
+		if err != nil || len(imgs.Images) != 1 {
+			t.Fatalf("DescribeImages %s: %v", id, err)
+		}
+		im := imgs.Images[0]
+		if im.RootDeviceType != ec2types.DeviceTypeEbs || im.VirtualizationType != ec2types.VirtualizationTypeHvm ||
+			im.BootMode != ec2types.BootModeValuesLegacyBios || !aws.ToBool(im.EnaSupport) || aws.ToString(im.RootDeviceName) != "/dev/xvda" {
+			t.Errorf("the ebs_copy AMI %s: root %s at %s, %s, boot mode %q, ENA %v; want ebs at /dev/xvda, hvm, legacy-bios, ENA",
+				id, im.RootDeviceType, aws.ToString(im.RootDeviceName), im.VirtualizationType, im.BootMode, aws.ToBool(im.EnaSupport))
+		}
+		for snap := range a.amiSnapshots(t, id) {
+			copySnaps[snap] = true
+		}
+		a.vmBootAMI(t, id, "t3.micro", source, srcKernel, "/dev/nvme0n1p1", "")
+	}
 
 	a.checkLeftovers(t, bucket, location)
-	a.checkNoEBSLeftovers(t, sourceSnaps)
+	keep := map[string]bool{}
+	for s := range sourceSnaps {
+		keep[s] = true
+	}
+	for s := range copySnaps {
+		keep[s] = true
+	}
+	a.checkNoEBSLeftovers(t, keep)
 	for _, id := range append([]string{isAMI}, ebsAMIs...) {
 		if _, err := a.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	for s := range copySnaps {
+		if _, err := a.ec2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(s)}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	a.emptyBucket(t, bucket)
 	a.checkLeftovers(t, bucket, "")
+	a.checkNoEBSLeftovers(t, sourceSnaps)
 }
 
 // amiSnapshots is the set of EBS snapshots an AMI's block device mapping names.

@@ -142,7 +142,7 @@ func (a *accEnv) vmBuild(t *testing.T, bucket, source, virt, wantRoot string) {
 		t.Errorf("the agent did not image / into a scratch directory under /mnt, the instance store volume (no \"agent: imaging / (...) into /mnt/instancestore-run-...\" line in packer's output)")
 	}
 
-	a.vmBootAMI(t, amiID, source, srcKernel, wantRoot)
+	a.vmBootAMI(t, amiID, "m3.medium", source, srcKernel, wantRoot, "/dev/vdb ext3")
 
 	a.checkLeftovers(t, bucket, location)
 	if _, err := a.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(amiID)}); err != nil {
@@ -220,22 +220,23 @@ func (a *accEnv) instanceStoreAMI(t *testing.T, amiID, virt string) ec2types.Ima
 	return img
 }
 
-// vmBootAMI boots a new instance of the AMI on m3.medium with its own key pair, and
+// vmBootAMI boots a new instance of the AMI on instanceType with its own key pair, and
 // over SSH as admin finds the file the provisioner wrote on an instance of source, the
-// image's own kernel srcKernel running from /boot, the root on wantRoot and the AMI's
-// ephemeral0 (/dev/vdb, ext3) at /mnt.
-func (a *accEnv) vmBootAMI(t *testing.T, amiID, source, srcKernel, wantRoot string) {
+// image's own kernel srcKernel running from /boot, the root on wantRoot and /mnt:
+// wantMnt is the start of findmnt's "SOURCE FSTYPE" there ("/dev/vdb ext3", the AMI's
+// ephemeral0 on m3.medium), or "" where nothing may be mounted (t3: no instance store).
+func (a *accEnv) vmBootAMI(t *testing.T, amiID, instanceType, source, srcKernel, wantRoot, wantMnt string) {
 	t.Helper()
 	lctx, lcancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer lcancel()
 	lstart := time.Now()
-	got, err := launch.Run(lctx, a.ec2, amiID, "m3.medium", "admin",
+	got, err := launch.Run(lctx, a.ec2, amiID, instanceType, "admin",
 		"cat /etc/instancestore/demo.txt; echo \"kernel: $(uname -r)\"; echo \"root: $(findmnt -n -o SOURCE /)\"; "+
 			"echo \"vmlinuz: $(ls /boot/vmlinuz-$(uname -r))\"; echo \"mnt: $(findmnt -n -o SOURCE,FSTYPE /mnt || true)\"", t.Logf)
 	if err != nil {
-		t.Fatalf("on an instance of the new AMI %s: %v: %s", amiID, err, got)
+		t.Fatalf("on an %s instance of the new AMI %s: %v: %s", instanceType, amiID, err, got)
 	}
-	t.Logf("the new AMI's instance answered over SSH after %s:\n%s", time.Since(lstart).Round(time.Second), got)
+	t.Logf("the new AMI's %s instance answered over SSH after %s:\n%s", instanceType, time.Since(lstart).Round(time.Second), got)
 	if !strings.Contains(got, "provisioned by packer from "+source) {
 		t.Errorf("the provisioned file is not in the new AMI: %q", got)
 	}
@@ -252,8 +253,8 @@ func (a *accEnv) vmBootAMI(t *testing.T, amiID, source, srcKernel, wantRoot stri
 	if r := field("root"); r != wantRoot {
 		t.Errorf("the new instance's root is on %q, want %s", r, wantRoot)
 	}
-	if m := field("mnt"); !strings.HasPrefix(m, "/dev/vdb ext3") {
-		t.Errorf("the new instance's /mnt is %q, want the AMI's ephemeral0 (/dev/vdb, ext3)", m)
+	if m := field("mnt"); wantMnt == "" && m != "" || !strings.HasPrefix(m, wantMnt) {
+		t.Errorf("the new %s instance's /mnt is %q, want %q", instanceType, m, wantMnt)
 	}
 }
 

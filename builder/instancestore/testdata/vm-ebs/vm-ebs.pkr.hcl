@@ -3,7 +3,8 @@
 # from its NVMe root volume (/dev/nvme0n1, GPT: root p1, BIOS boot p14, ESP p15) and
 # has the type's unformatted NVMe instance store disk, which the agent formats and
 # mounts as its scratch. The result is an instance store-backed hvm AMI that maps
-# ephemeral0, so that its instances (m3.medium in the test) get the volume at /mnt.
+# ephemeral0, so that its instances (m3.medium in the test) get the volume at /mnt;
+# and, from the ebs_copy block, an EBS-backed AMI of the same image.
 
 packer {
   required_plugins {
@@ -52,6 +53,11 @@ source "instancestore" "vm" {
   ami_block_device_mappings {
     device_name  = "/dev/sdb"
     virtual_name = "ephemeral0"
+  }
+
+  # The same image as an EBS-backed AMI too, for the Nitro types (t3.micro in the test).
+  ebs_copy {
+    tags = { Name = "instancestore-vm-ebs-copy" }
   }
 
   ssh_username  = "admin"
