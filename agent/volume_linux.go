@@ -1,11 +1,12 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -33,6 +34,7 @@ func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...an
 	if exe, err := os.Executable(); err == nil {
 		own = append(own, exe)
 	}
+	lines := &logWriter{logf: logf}
 	img, err := volume.Build(ctx, volume.Config{
 		PlanConfig: volume.PlanConfig{
 			Volume:   v.Volume,
@@ -49,7 +51,7 @@ func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...an
 		XenBoot: true,
 		// Fail before imaging, not half-way.
 		RequireScratchRoom: true,
-		Log:                logWriter(logf),
+		Log:                lines,
 		Warn:               func(m string) { logf("warning: %s", m) },
 		AfterCopy: func(root string) error {
 			if len(v.RemoveAuthorizedKeys) == 0 {
@@ -58,6 +60,7 @@ func buildVolumeImage(ctx context.Context, req *Request, logf func(string, ...an
 			return removeAuthorizedKeys(root, v.RemoveAuthorizedKeys, logf)
 		},
 	})
+	lines.flush()
 	if err != nil {
 		return nil, fmt.Errorf("imaging volume %s: %w", orRoot(v.Volume), err)
 	}
@@ -81,14 +84,37 @@ func orRoot(s string) string {
 	return s
 }
 
-// logWriter turns the imaging log (lines written to an io.Writer) into log events.
-type logWriter func(string, ...any)
+// logWriter turns the imaging log (text written to an io.Writer, where a line may
+// take several writes) into one log event per line.
+type logWriter struct {
+	logf func(string, ...any)
+	mu   sync.Mutex
+	part []byte // the start of a line not ended yet
+}
 
-func (l logWriter) Write(p []byte) (int, error) {
-	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		if line != "" {
-			l("%s", line)
+func (l *logWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.part = append(l.part, p...)
+	for {
+		i := bytes.IndexByte(l.part, '\n')
+		if i < 0 {
+			break
 		}
+		if i > 0 {
+			l.logf("%s", l.part[:i])
+		}
+		l.part = l.part[i+1:]
 	}
 	return len(p), nil
+}
+
+// flush logs a last line that has no newline.
+func (l *logWriter) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.part) > 0 {
+		l.logf("%s", l.part)
+		l.part = nil
+	}
 }
