@@ -239,7 +239,7 @@ func (e *convEnv) converted(t *testing.T, outDir, src, name string) (ec2types.Im
 	}
 	var manifest struct {
 		Builds []struct {
-			ArtifactID string `json:"artifact_id"`
+			ArtifactID  string `json:"artifact_id"`
 			BuilderType string `json:"builder_type"`
 		} `json:"builds"`
 	}
