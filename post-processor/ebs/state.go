@@ -18,7 +18,7 @@ const (
 	keyUI           = steps.KeyUI
 	keyRegion       = steps.KeyRegion
 	keyError        = steps.KeyError
-	keyInstance     = "instance" // *ec2types.Instance, StepRunSourceInstance's
+	keyInstance     = "instance" // ec2types.Instance, StepRunSourceInstance's
 
 	keyConfig = "instancestore_ebs_config"
 	// keyEC2Full is the *ec2.Client (clients.Ec2Client has no CreateVolume).
@@ -37,8 +37,17 @@ func ui(state multistep.StateBag) packersdk.Ui       { return state.Get(keyUI).(
 func configOf(state multistep.StateBag) *Config      { return state.Get(keyConfig).(*Config) }
 func ec2Full(state multistep.StateBag) *ec2.Client   { return state.Get(keyEC2Full).(*ec2.Client) }
 func sourceOf(state multistep.StateBag) *sourceImage { return state.Get(keySource).(*sourceImage) }
+
+// instanceOf is the helper instance. StepRunSourceInstance stores an
+// ec2types.Instance value; the steps' unit tests store a pointer.
 func instanceOf(state multistep.StateBag) *ec2types.Instance {
-	return state.Get(keyInstance).(*ec2types.Instance)
+	switch in := state.Get(keyInstance).(type) {
+	case ec2types.Instance:
+		return &in
+	case *ec2types.Instance:
+		return in
+	}
+	return &ec2types.Instance{}
 }
 func stringOf(state multistep.StateBag, key string) string {
 	s, _ := state.Get(key).(string)
