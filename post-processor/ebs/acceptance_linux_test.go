@@ -426,7 +426,7 @@ func TestAcceptanceConvert(t *testing.T) {
 		{"helper-launched", "Waiting for instance"},
 		{"volume-created", "Creating volume"},
 		{"attached", "Attached vol-"},
-		{"writing", "Uploading the agent"},
+		{"writing", "agent: writing image"},
 		{"snapshotting", "Waiting for snapshot"},
 		{"registering", "waiting for it to be available"},
 	}
