@@ -61,7 +61,7 @@ func (r *RestoreRequest) check() error {
 }
 
 // restore writes the bundle of req onto req.Restore.Device. The target is checked
-// (checkTarget) before the first part is fetched.
+// (RestoreDevice, openTarget) before the first part is fetched.
 func (a *agent) restore(ctx context.Context, req *Request) (*RestoreResult, error) {
 	rr := req.Restore
 	key, _ := req.BundleKey()
@@ -78,12 +78,6 @@ func (a *agent) restore(ctx context.Context, req *Request) (*RestoreResult, erro
 		}
 		a.log("volume %s is %s", rr.VolumeID, rr.Device)
 	}
-	dev, devSize, err := openTarget(rr.Device, m.Size)
-	if err != nil {
-		return nil, err
-	}
-	defer dev.Close()
-	a.log("writing image %s (%d MiB, %d parts) onto %s (%d MiB)", m.Name, m.Size>>20, len(m.Parts), rr.Device, devSize>>20)
 
 	interval := time.Duration(req.ProgressMillis) * time.Millisecond
 	if interval <= 0 {
@@ -99,23 +93,11 @@ func (a *agent) restore(ctx context.Context, req *Request) (*RestoreResult, erro
 		attempts = 5
 	}
 	src := &getSource{ctx: ctx, a: a, m: m, client: presigned.NewClient(60 * time.Second), attempts: attempts}
-	var written int64
-	rep, err := bundle.WriteImageAt(ctx, m, key, src, dev, func(n int64) { written += n })
+	res, err := RestoreDevice(ctx, m, key, src, rr.Device, a.log, nil)
 	if err != nil {
-		return nil, fmt.Errorf("writing the image onto %s: %w", rr.Device, err)
+		return nil, err
 	}
-	// Success only once the data is on the device.
-	if err := dev.Sync(); err != nil {
-		return nil, fmt.Errorf("flushing %s: %w", rr.Device, err)
-	}
-	if err := dev.Close(); err != nil {
-		return nil, fmt.Errorf("closing %s: %w", rr.Device, err)
-	}
-	res := &RestoreResult{Device: rr.Device, DeviceSize: devSize, ImageSize: m.Size, Written: written, Digest: m.Digest}
-	for _, c := range rep.Checks {
-		res.Checks = append(res.Checks, c.Name+": "+c.Detail)
-	}
-	a.log("wrote %d MiB of data onto %s; every part's SHA-1 and the image digest match the manifest", written>>20, rr.Device)
+	a.log("wrote %d MiB of data onto %s; every part's SHA-1 and the image digest match the manifest", res.Written>>20, rr.Device)
 	return res, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -178,6 +179,9 @@ func readSwaps() []string {
 	return out
 }
 
+// reNVMeDisk matches an NVMe namespace's whole-disk name (nvme1n1, not nvme1n1p1).
+var reNVMeDisk = regexp.MustCompile(`^nvme[0-9]+n[0-9]+$`)
+
 // findVolume returns the device of the attached EBS volume volumeID: the NVMe disk
 // whose serial is the volume id without its dash (Nitro), else the attach name as the
 // kernel shows it (/dev/sdf, or /dev/xvdf in a Xen guest), else the only NVMe disk
@@ -203,12 +207,28 @@ func findVolume(volumeID, attachName string, imageSize int64) (string, error) {
 			}
 		}
 	}
-	var free []string
+	// The NVMe disks the kernel lists, and those in /dev: in a container (the local
+	// environment's namespace instances) /sys is the host's and a volume is a node in
+	// /dev only.
+	names := map[string]bool{}
 	for _, d := range disks {
-		if !strings.HasPrefix(d.Name(), "nvme") {
-			continue
+		names[d.Name()] = true
+	}
+	if devs, err := os.ReadDir("/dev"); err == nil {
+		for _, d := range devs {
+			names[d.Name()] = true
 		}
-		dev := "/dev/" + d.Name()
+	}
+	sorted := make([]string, 0, len(names))
+	for n := range names {
+		if reNVMeDisk.MatchString(n) {
+			sorted = append(sorted, n)
+		}
+	}
+	sort.Strings(sorted)
+	var free []string
+	for _, name := range sorted {
+		dev := "/dev/" + name
 		f, _, err := openTarget(dev, imageSize)
 		if err == nil {
 			f.Close()

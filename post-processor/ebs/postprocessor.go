@@ -99,7 +99,9 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 			ExpectedRootDevice: "ebs", InstanceType: h.InstanceType, IsRestricted: c.IsChinaCloud(),
 			SourceAMI: h.SourceAmi, Tags: h.RunTags, UserData: h.UserData, UserDataFile: h.UserDataFile,
 			InstanceInitiatedShutdownBehavior: "terminate",
-			HttpEndpoint:                      h.Metadata.HttpEndpoint, HttpTokens: h.Metadata.HttpTokens,
+			// No extra mappings: the helper boots with its AMI's; a nil builder panics.
+			LaunchMappings: awscommon.BlockDevices{},
+			HttpEndpoint:   h.Metadata.HttpEndpoint, HttpTokens: h.Metadata.HttpTokens,
 			HttpPutResponseHopLimit: h.Metadata.HttpPutResponseHopLimit,
 		},
 		&communicator.StepConnect{
