@@ -24,14 +24,51 @@ var errNoMetadataService = errors.New("no metadata service answered")
 // IMDS client does, and never through a proxy (the service is link-local).
 func metadataClient() *http.Client {
 	return &http.Client{
-		Timeout: 2 * time.Second,
+		Timeout: 3 * time.Second,
 		Transport: &http.Transport{
 			Proxy:                 nil,
 			DialContext:           (&net.Dialer{Timeout: time.Second}).DialContext,
-			ResponseHeaderTimeout: time.Second,
+			ResponseHeaderTimeout: 2 * time.Second,
 			DisableKeepAlives:     true,
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// metadataAttempts is how often a request that timed out or got a 5xx is sent, as the
+// AWS SDK's IMDS client retries (3 attempts): a busy instance can miss one short
+// timeout, and a lost read would silently drop ephemeralN from the new AMI.
+const metadataAttempts = 3
+
+// doMetadata sends the request that newReq makes, again after a timeout or a 5xx
+// answer, with a short backoff. A refused connection is not retried: no service.
+func doMetadata(ctx context.Context, c *http.Client, newReq func() (*http.Request, error)) (*http.Response, error) {
+	var lastErr error
+	for attempt := 1; ; attempt++ {
+		req, err := newReq()
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.Do(req)
+		retry := false
+		switch {
+		case err == nil && resp.StatusCode < 500:
+			return resp, nil
+		case err == nil:
+			resp.Body.Close()
+			lastErr, retry = fmt.Errorf("HTTP %d", resp.StatusCode), true
+		default:
+			var ne net.Error
+			lastErr, retry = err, errors.As(err, &ne) && ne.Timeout()
+		}
+		if !retry || attempt >= metadataAttempts || ctx.Err() != nil {
+			return nil, lastErr
+		}
+		select {
+		case <-ctx.Done():
+			return nil, lastErr
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		}
 	}
 }
 
@@ -42,7 +79,7 @@ func metadataClient() *http.Client {
 // answer to arrive) or 403, 404 or 405, and stops on 400. errNoMetadataService when
 // nothing answers.
 func readBlockDeviceMapping(ctx context.Context, base string) (map[string]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	c := metadataClient()
 	base = strings.TrimRight(base, "/")
@@ -51,14 +88,13 @@ func readBlockDeviceMapping(ctx context.Context, base string) (map[string]string
 		return nil, err
 	}
 	get := func(path string) (string, int, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/latest/meta-data/"+path, nil)
-		if err != nil {
-			return "", 0, err
-		}
-		if token != "" {
-			req.Header.Set("X-aws-ec2-metadata-token", token)
-		}
-		resp, err := c.Do(req)
+		resp, err := doMetadata(ctx, c, func() (*http.Request, error) {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/latest/meta-data/"+path, nil)
+			if err == nil && token != "" {
+				req.Header.Set("X-aws-ec2-metadata-token", token)
+			}
+			return req, err
+		})
 		if err != nil {
 			return "", 0, err
 		}
@@ -104,12 +140,13 @@ func readBlockDeviceMapping(ctx context.Context, base string) (map[string]string
 // metadataToken asks for an IMDSv2 session token. answered says whether the service
 // answered the PUT at all; "" with a nil error means go on with IMDSv1.
 func metadataToken(ctx context.Context, c *http.Client, base string) (token string, answered bool, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+"/latest/api/token", nil)
-	if err != nil {
-		return "", false, err
-	}
-	req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "300")
-	resp, err := c.Do(req)
+	resp, err := doMetadata(ctx, c, func() (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+"/latest/api/token", nil)
+		if err == nil {
+			req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "300")
+		}
+		return req, err
+	})
 	if err != nil {
 		return "", false, nil
 	}

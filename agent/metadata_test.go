@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/instancestore/packer-plugin-instancestore/localenv/vm"
 )
@@ -70,5 +72,42 @@ func TestNoMetadataService(t *testing.T) {
 	}
 	if r := instanceMetadata(context.Background(), ""); r != nil {
 		t.Errorf("no URL: report %+v, want none", r)
+	}
+}
+
+// TestMetadataRetriesATimeout: a busy instance (or service) misses the first answer's
+// timeout for every path; the read is retried, as the SDK's IMDS client does, and the
+// mapping is complete, instead of a new AMI silently left without its ephemeralN.
+func TestMetadataRetriesATimeout(t *testing.T) {
+	devices := map[string]string{"ami": "sda1", "root": "/dev/sda1", "ephemeral0": "sdb"}
+	inner := vm.NewMetadataServer(&vm.Metadata{BlockDevices: devices, HTTPTokens: "required"})
+	var mu sync.Mutex
+	seen := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.Method+" "+r.URL.Path]++
+		first := seen[r.Method+" "+r.URL.Path] == 1
+		mu.Unlock()
+		if first {
+			select { // longer than the client's ResponseHeaderTimeout
+			case <-time.After(3 * time.Second):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	got, err := readBlockDeviceMapping(context.Background(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, devices) {
+		t.Errorf("read %v, want %v", got, devices)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["PUT /latest/api/token"] != 2 {
+		t.Errorf("the token was asked for %d times, want 2 (one timeout, one retry)", seen["PUT /latest/api/token"])
 	}
 }
