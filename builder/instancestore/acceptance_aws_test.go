@@ -17,8 +17,8 @@ import (
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
 )
 
-// TestAcceptanceAWS builds the real-AWS examples (example/aws) against your AWS
-// account, checks the AMIs and removes them and their bundles again. It costs money
+// TestAcceptanceAWS builds the instance store-source examples (example/aws-instance-store)
+// against your AWS account, checks the AMIs and removes them and their bundles again. It costs money
 // (an m3.medium and a c3.large for some minutes, S3 storage while it runs) and never
 // runs in CI. To run it:
 //
@@ -54,7 +54,7 @@ func TestAcceptanceAWS(t *testing.T) {
 			// Work on a copy so that the manifest files land in a temporary directory.
 			dir := t.TempDir()
 			for _, f := range []string{"plugins.pkr.hcl", "amazon-linux.pkr.hcl", "ubuntu-hvm.pkr.hcl"} {
-				data, err := os.ReadFile(filepath.Join(e.root, "example/aws", f))
+				data, err := os.ReadFile(filepath.Join(e.root, "example/aws-instance-store", f))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -163,10 +163,10 @@ func TestPluginDescribe(t *testing.T) {
 
 // exampleVars are the values the examples take from the environment or variables.
 var exampleVars = map[string][]string{
-	"local":          {"-var", "region=us-east-1", "-var", "source_ami=ami-12345678", "-var", "s3_bucket=demo-bundles"},
-	"aws":            {"-var", "s3_bucket=my-bundles"},
-	"aws-ebs-source": {"-var", "s3_bucket=my-bundles"},
-	"import":         {"-var", "region=us-east-1", "-var", "image=make-image.sh"},
+	"local":              {"-var", "region=us-east-1", "-var", "source_ami=ami-12345678", "-var", "s3_bucket=demo-bundles"},
+	"aws":                {"-var", "s3_bucket=my-bundles"},
+	"aws-instance-store": {"-var", "s3_bucket=my-bundles"},
+	"import":             {"-var", "region=us-east-1", "-var", "image=make-image.sh"},
 	// Prepare only checks that the key file exists: any file of the example stands in.
 	"ebs": {"-var", "region=us-east-1", "-var", "source_ami=ami-12345678", "-var", "x509_key_path=ebs.pkr.hcl"},
 }

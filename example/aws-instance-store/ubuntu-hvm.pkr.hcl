@@ -1,8 +1,9 @@
-# An instance store-backed Ubuntu HVM AMI on real AWS, from Canonical's hvm-instance
-# images. `bundle_partition = "mbr"` keeps the source disk's partition table and boot
-# code, so the HVM image boots.
+# An instance store-backed Ubuntu HVM AMI from Canonical's hvm-instance images (the
+# last ones Canonical published; see amazon-linux.pkr.hcl for this directory's purpose).
+# `bundle_partition = "mbr"` keeps the source disk's partition table and boot code, so
+# the HVM image boots.
 #
-#   packer build -only=instancestore.ubuntu-hvm -var s3_bucket=my-bundles example/aws
+#   packer build -only=instancestore.ubuntu-hvm -var s3_bucket=my-bundles example/aws-instance-store
 
 source "instancestore" "ubuntu-hvm" {
   region        = var.region

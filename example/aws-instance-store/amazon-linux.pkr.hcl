@@ -1,9 +1,21 @@
-# An instance store-backed Amazon Linux AMI on real AWS, from Amazon's last S3-backed
-# Amazon Linux AMI (HVM). Needs AWS credentials (any method the amazon plugin takes)
-# and an S3 bucket in the build region with ACLs enabled.
+# Instance store-backed sources: the path of HashiCorp's amazon-instance builder, where
+# the source AMI is itself instance store-backed and the build instance is of one of
+# the families that boot such AMIs (m3, c3, r3, i2, d2, x1 for hvm). Start from
+# example/aws (a current EBS-backed Debian 12 AMI) for a first build; this directory is
+# for rebuilding an instance store-backed AMI you already have:
 #
-#   packer init example/aws
-#   packer build -only=instancestore.amazon-linux -var s3_bucket=my-bundles example/aws
+#   debian12-rebuild.pkr.hcl  your own AMI, for example the one example/aws made
+#   amazon-linux.pkr.hcl      Amazon's last S3-backed Amazon Linux AMI (2018.03)
+#   ubuntu-hvm.pkr.hcl        Canonical's last hvm-instance Ubuntu images
+#
+# The two public sources are end-of-life and deprecated; they remain here as a
+# migration reference for amazon-instance templates that used them, and for the
+# real-AWS acceptance test (builder/instancestore/acceptance_aws_test.go). Needs AWS
+# credentials (any method the amazon plugin takes) and an S3 bucket in the build region
+# with ACLs enabled.
+#
+#   packer init example/aws-instance-store
+#   packer build -only=instancestore.amazon-linux -var s3_bucket=my-bundles example/aws-instance-store
 
 variable "region" {
   type    = string

@@ -1,15 +1,20 @@
-# An instance store-backed Debian 12 AMI on real AWS, built from Debian's own
-# EBS-backed AMI, the kind of source every distribution publishes today.
+# The main real-AWS example: an instance store-backed Debian 12 AMI built from Debian's
+# own EBS-backed AMI, the kind of source every distribution publishes today. Needs AWS
+# credentials (any method the amazon plugin takes) and an S3 bucket in the build region
+# with ACLs enabled.
 #
 # The build instance is an m5d.large (Nitro, NVMe root): the agent formats its unused
 # NVMe instance store disk as scratch, images the root (keeping the GPT table, the BIOS
 # boot partition 14 and the EFI system partition 15), renames the root by UUID in the
 # image's fstab and grub.cfg if they name /dev/nvme0n1p1, and checks that the kernel has
 # the Xen front-ends in its initramfs. The new AMI is hvm and instance store-backed: it
-# runs on m3, c3, r3, i2, d2 and x1 (Xen HVM, legacy BIOS), for example m3.medium.
+# runs on the instance store families that boot Xen HVM with legacy BIOS, m3, c3, r3,
+# i2, d2 and x1 (for example m3.medium or c3.large), and on no current-generation type.
 #
-#   packer init example/aws-ebs-source
-#   packer build -var s3_bucket=my-bundles example/aws-ebs-source
+#   packer init example/aws
+#   packer build -var s3_bucket=my-bundles example/aws
+#
+# To rebuild on top of the AMI this makes, see example/aws-instance-store.
 
 variable "region" {
   type    = string
