@@ -19,10 +19,10 @@ func TestChooseAccel(t *testing.T) {
 	}{
 		{name: "auto, KVM usable", probeErr: nil, wantProbe: true, want: "kvm", wantArgs: "-accel kvm -cpu host",
 			wantInReason: []string{"using KVM"}},
-		{name: "auto, KVM unusable", probeErr: unusable, wantProbe: true, want: "tcg", wantArgs: "-accel tcg -cpu " + tcgCPU,
+		{name: "auto, KVM unusable", probeErr: unusable, wantProbe: true, want: "tcg", wantArgs: "-accel tcg -cpu max",
 			wantInReason: []string{"/dev/kvm: permission denied", "using TCG"}},
-		{name: "explicit auto", override: "auto", probeErr: unusable, wantProbe: true, want: "tcg", wantArgs: "-accel tcg -cpu " + tcgCPU},
-		{name: "tcg asked, KVM usable", override: "tcg", wantProbe: false, want: "tcg", wantArgs: "-accel tcg -cpu " + tcgCPU,
+		{name: "explicit auto", override: "auto", probeErr: unusable, wantProbe: true, want: "tcg", wantArgs: "-accel tcg -cpu max"},
+		{name: "tcg asked, KVM usable", override: "tcg", wantProbe: false, want: "tcg", wantArgs: "-accel tcg -cpu max",
 			wantInReason: []string{AccelEnv + "=tcg"}},
 		{name: "tcg with another CPU model", override: "TCG", cpu: "qemu64", want: "tcg", wantArgs: "-accel tcg -cpu qemu64"},
 		{name: "auto, unusable, another CPU model", cpu: "Haswell", probeErr: unusable, wantProbe: true, want: "tcg", wantArgs: "-accel tcg -cpu Haswell"},
