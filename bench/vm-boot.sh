@@ -99,6 +99,7 @@ grep -m1 -o 'localenv: [^ ]*.*using \(TCG\|KVM\).*' "$envdir/localenv.log" || tr
 bin/instancestore-localenv down --dir "$envdir" >/dev/null
 
 if [ "${DEMO:-}" = 1 ]; then
+	scripts/build-tools.sh >/dev/null # "tools cached": the demo's own call is then a check
 	echo "== make demo (scripts/demo-build.sh), $(load)"
 	t0=$(ms)
 	if ! scripts/demo-build.sh >"$work/demo.out" 2>&1; then
