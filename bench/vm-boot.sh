@@ -67,7 +67,7 @@ fi
 eval "$(cat "$work/vars")"
 
 echo "== boot to SSH per base AMI, one VM at a time"
-printf '%-34s %10s %10s %10s\n' "base AMI" "running" "first SSH" "guest up"
+printf '%-46s %10s %10s %10s\n' "base AMI" "running" "first SSH" "guest up"
 for kind in ${AMIS:-pv hvm-mbr hvm-gpt ebs}; do
 	itype=m3.medium
 	case "$kind" in
@@ -93,7 +93,7 @@ for kind in ${AMIS:-pv hvm-mbr hvm-gpt ebs}; do
 	read -r uptime t1 <<<"$out"
 	id="$(sed -n 's/^launch: instance \(i-[0-9a-f]*\) .*/\1/p' "$work/launch.err")"
 	running="$(grep -o "ec2sim: $id running at [^ ]* (ssh up after [^)]*)" "$envdir/localenv.log" | sed 's/.*ssh up after \(.*\))/\1/' || true)"
-	printf '%-34s %10s %9ss %9ss   (%s)\n' "$name" "${running:-?}" "$(secs "$t0" "$t1")" "$uptime" "$(load)"
+	printf '%-46s %10s %9ss %9ss   (%s)\n' "$name" "${running:-?}" "$(secs "$t0" "$t1")" "$uptime" "$(load)"
 done
 grep -m1 -o 'localenv: [^ ]*.*using \(TCG\|KVM\).*' "$envdir/localenv.log" || true
 bin/instancestore-localenv down --dir "$envdir" >/dev/null
