@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Boot-to-SSH time of each base AMI of the VM machines, and `instancestore-localenv up
-# --machines vm` time (as root):
+# The local environment's VM figures (as root), one VM at a time:
 #
 #   sudo bench/vm-boot.sh              # warm up (cached root tarball and seed images)
-#   sudo COLD=1 bench/vm-boot.sh       # also a cold up, in a fresh cache directory
-#                                        (debootstrap, apt, three seed images: long)
+#                                        and boot to SSH of every base AMI
+#   sudo COLD=1 bench/vm-boot.sh       # also a cold up first, in a fresh cache directory
+#                                        (debootstrap, apt, the seed images: long)
+#   sudo DEMO=1 bench/vm-boot.sh       # also `make demo`'s wall time, split into up,
+#                                        launch, provision, bundle, register, cleanup
+#                                        and relaunch (scripts/demo-build.sh)
+#   AMIS="pv hvm-gpt" ...              # only these base AMIs (default: pv hvm-mbr
+#                                        hvm-gpt ebs)
 #
-# Each base AMI is launched once (m3.medium, a new key pair), one VM at a time. For
-# each it prints the simulator's pending -> running time (RunInstances until sshd's
-# banner, from the environment's log), the wall time until the first SSH command ran
-# as admin (cloud-init has installed the key pair's key by then), and the guest's own
-# uptime at that moment (kernel start to SSH). It prints figures and asserts nothing.
+# Each base AMI is launched once (m3.medium; the EBS-backed one on m5.large, a Nitro
+# type, as it boots from NVMe), with a new key pair. For each it prints the
+# simulator's pending -> running time (RunInstances until sshd's banner, from the
+# environment's log), the wall time until the first SSH command ran as admin
+# (cloud-init has installed the key pair's key by then), and the guest's own uptime
+# at that moment (kernel start to SSH). The accelerator the launcher chose (and why)
+# is printed from the log. It prints figures and the load (uptime) and asserts
+# nothing.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -33,15 +41,20 @@ trap 'exit 130' INT TERM
 ms() { date +%s%3N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1000 }'; }
 
+load() { echo "load $(cut -d' ' -f1-3 /proc/loadavg)"; }
 up() { # up LABEL: brings the environment up in $envdir, prints the time
 	local t0 t1
 	t0=$(ms)
-	bin/instancestore-localenv up --dir "$envdir" --machines vm >"$work/vars"
+	if ! bin/instancestore-localenv up --dir "$envdir" --machines vm >"$work/vars" 2>"$work/up.err"; then
+		cat "$work/up.err" >&2
+		exit 1
+	fi
 	t1=$(ms)
-	printf '%-28s %7ss\n' "up ($1)" "$(secs "$t0" "$t1")"
+	printf '%-28s %7ss   (%s)\n' "up ($1)" "$(secs "$t0" "$t1")" "$(load)"
 }
 
-echo "== instancestore-localenv up --machines vm ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "== instancestore-localenv up --machines vm ($(nproc) cores, $(load))"
+uptime
 if [ "${COLD:-}" = 1 ]; then
 	cache="$work/cache"
 	mkdir -p "$cache"
@@ -53,23 +66,49 @@ else
 fi
 eval "$(cat "$work/vars")"
 
-echo "== boot to SSH per base AMI (m3.medium, TCG unless /dev/kvm is usable)"
-printf '%-34s %10s %10s %10s\n' "base AMI" "running" "first SSH" "guest up"
-for spec in "instancestore-debian-12-pv:$INSTANCESTORE_SOURCE_AMI" \
-	"instancestore-debian-12-hvm-mbr:$INSTANCESTORE_SOURCE_AMI_HVM" \
-	"instancestore-debian-12-hvm-gpt:$INSTANCESTORE_SOURCE_AMI_HVM_GPT"; do
-	name="${spec%%:*}" ami="${spec#*:}"
+echo "== boot to SSH per base AMI, one VM at a time"
+printf '%-46s %10s %10s %10s\n' "base AMI" "running" "first SSH" "guest up"
+for kind in ${AMIS:-pv hvm-mbr hvm-gpt ebs}; do
+	itype=m3.medium
+	case "$kind" in
+	pv) ami="$INSTANCESTORE_SOURCE_AMI" ;;
+	hvm-mbr) ami="$INSTANCESTORE_SOURCE_AMI_HVM" ;;
+	hvm-gpt) ami="$INSTANCESTORE_SOURCE_AMI_HVM_GPT" ;;
+	ebs) ami="$INSTANCESTORE_SOURCE_AMI_EBS" itype=m5.large ;;
+	*)
+		echo "vm-boot.sh: unknown base AMI kind $kind in AMIS (want pv hvm-mbr hvm-gpt ebs)" >&2
+		exit 2
+		;;
+	esac
+	name="instancestore-debian-12-$kind ($itype)"
 	t0=$(ms)
 	# The command's output comes once SSH works; the launch tool terminates the
 	# instance after it, so the first SSH time is taken when the output arrives.
-	out="$(bin/instancestore-launch -ami "$ami" -timeout 15m -- 'cut -d" " -f1 /proc/uptime' 2>"$work/launch.err" |
-		while read -r line; do echo "$line $(ms)"; done)" || {
+	if ! out="$(bin/instancestore-launch -ami "$ami" -instance-type "$itype" -timeout 15m -- 'cut -d" " -f1 /proc/uptime' 2>"$work/launch.err" |
+		while read -r line; do echo "$line $(ms)"; done)" || [ -z "$out" ]; then
 		echo "$name: launch failed:" >&2
 		cat "$work/launch.err" >&2
 		continue
-	}
+	fi
 	read -r uptime t1 <<<"$out"
 	id="$(sed -n 's/^launch: instance \(i-[0-9a-f]*\) .*/\1/p' "$work/launch.err")"
 	running="$(grep -o "ec2sim: $id running at [^ ]* (ssh up after [^)]*)" "$envdir/localenv.log" | sed 's/.*ssh up after \(.*\))/\1/' || true)"
-	printf '%-34s %10s %9ss %9ss\n' "$name" "${running:-?}" "$(secs "$t0" "$t1")" "$uptime"
+	printf '%-46s %10s %9ss %9ss   (%s)\n' "$name" "${running:-?}" "$(secs "$t0" "$t1")" "$uptime" "$(load)"
 done
+grep -m1 -o 'localenv: [^ ]*.*using \(TCG\|KVM\).*' "$envdir/localenv.log" || true
+bin/instancestore-localenv down --dir "$envdir" >/dev/null
+
+if [ "${DEMO:-}" = 1 ]; then
+	scripts/build-tools.sh >/dev/null # "tools cached": the demo's own call is then a check
+	echo "== make demo (scripts/demo-build.sh), $(load)"
+	t0=$(ms)
+	if ! scripts/demo-build.sh >"$work/demo.out" 2>&1; then
+		tail -40 "$work/demo.out" >&2
+		echo "vm-boot.sh: the demo failed" >&2
+		exit 1
+	fi
+	t1=$(ms)
+	sed -n '/==> Wall time/,/^  total /p' "$work/demo.out" | sed 's/\x1b\[[0-9;]*m//g'
+	printf '  %-10s %6ss wall of scripts/demo-build.sh (tools cached), %s\n' "make demo" "$(secs "$t0" "$t1")" "$(load)"
+fi
+uptime

@@ -51,5 +51,10 @@
 //   - Every VM's directory holds qemu's pid file, so Sweep (instancestore-localenv
 //     down) removes what a killed process left.
 //
-// TCG is used: /dev/kvm on the machines this was built on opens but hangs guests.
+// Accelerator (VMLauncher.Accel, $INSTANCESTORE_ACCEL): KVM with -cpu host when
+// /dev/kvm is usable, else TCG; the launcher logs which and why. Usable means more
+// than the device node answering: on the 2-core machines this was built on /dev/kvm
+// opens, reports API version 12 and creates VMs, but qemu -accel kvm -cpu host aborts
+// setting MSR 0x10a and other CPU models hang in SeaBIOS, so the probe also runs
+// SeaBIOS under qemu -accel kvm to its boot stage (probeKVM).
 package vm

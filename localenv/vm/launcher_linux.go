@@ -34,7 +34,8 @@ const (
 	sshLoopback = "127.0.0.1:22"
 )
 
-// VMLauncher runs every instance as a qemu-system-x86_64 guest (TCG) that boots its
+// VMLauncher runs every instance as a qemu-system-x86_64 guest (KVM when /dev/kvm is
+// usable, else TCG: see Accel) that boots its
 // AMI's image the way EC2 boots it (see the package documentation). Each guest runs in
 // a network namespace of its own (instance.NewNetwork) whose address is the
 // instance's private IP: qemu forwards its port 22 to the guest's sshd, so the host
@@ -51,9 +52,39 @@ type VMLauncher struct {
 	MemoryMiB int
 	// Logf receives one line per boot step (no secrets); nil discards.
 	Logf func(format string, args ...any)
+	// Accel is "kvm", "tcg" or "auto"; empty takes $INSTANCESTORE_ACCEL (AccelEnv),
+	// and auto when that is unset too: KVM (-cpu host) when /dev/kvm is usable (see
+	// probeKVM), else TCG. kvm on a host where KVM is not usable fails every launch
+	// with the reason.
+	Accel string
+
+	accelOnce sync.Once
+	accel     Accel
+	accelErr  error
+	probe     kvmProbe // nil: probeKVM (tests inject one)
 
 	mu       sync.Mutex
 	launched []Launched
+}
+
+// Accelerator is the accelerator the launcher's guests run on, decided on first use
+// (the probe runs once per launcher) and logged with its reason.
+func (l *VMLauncher) Accelerator(ctx context.Context) (Accel, error) {
+	l.accelOnce.Do(func() {
+		override := l.Accel
+		if override == "" {
+			override = os.Getenv(AccelEnv)
+		}
+		probe := l.probe
+		if probe == nil {
+			probe = probeKVM
+		}
+		l.accel, l.accelErr = chooseAccel(ctx, override, os.Getenv(TCGCPUEnv), probe)
+		if l.accelErr == nil && l.Logf != nil {
+			l.Logf("localenv: %s", l.accel.Reason)
+		}
+	})
+	return l.accel, l.accelErr
 }
 
 // Launched names what one started VM made (for checks that nothing is left behind).
@@ -151,6 +182,10 @@ func (l *VMLauncher) Launch(ctx context.Context, spec ec2sim.LaunchSpec) (_ ec2s
 			return nil, fmt.Errorf("VM instances need %s on the host (Debian packages qemu-system-x86, iproute2): %w", tool, err)
 		}
 	}
+	accel, err := l.Accelerator(ctx)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	v := &VM{id: spec.InstanceID, dir: filepath.Join(l.WorkDir, spec.InstanceID), exited: make(chan struct{}), stderr: instance.NewTailBuffer(16 << 10), disks: map[string]disk{}}
 	if err := os.MkdirAll(v.dir, 0o700); err != nil {
@@ -188,7 +223,7 @@ func (l *VMLauncher) Launch(ctx context.Context, spec ec2sim.LaunchSpec) (_ ec2s
 			return nil, err
 		}
 	}
-	args, err := l.qemuArgs(ctx, v, spec, md)
+	args, err := l.qemuArgs(ctx, v, spec, md, accel)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +241,7 @@ func (l *VMLauncher) Launch(ctx context.Context, spec ec2sim.LaunchSpec) (_ ec2s
 	l.mu.Lock()
 	l.launched = append(l.launched, Launched{InstanceID: v.id, NetNS: v.net.Name(), Dir: v.dir, PID: v.PID()})
 	l.mu.Unlock()
-	v.logf(l, "qemu %d started in %s (%s, %s)", v.PID(), v.net.Name(), spec.Virtualization, spec.InstanceType)
+	v.logf(l, "qemu %d started in %s (%s, %s, %s)", v.PID(), v.net.Name(), spec.Virtualization, spec.InstanceType, strings.Join(accel.Args, " "))
 	if err := v.waitSSH(ctx); err != nil {
 		return nil, err
 	}
@@ -268,13 +303,13 @@ func randomMAC() string {
 
 // qemuArgs prepares the disks (and a PV kernel) in the instance directory and returns
 // qemu's command line.
-func (l *VMLauncher) qemuArgs(ctx context.Context, v *VM, spec ec2sim.LaunchSpec, md *Metadata) ([]string, error) {
+func (l *VMLauncher) qemuArgs(ctx context.Context, v *VM, spec ec2sim.LaunchSpec, md *Metadata, accel Accel) ([]string, error) {
 	mem := l.MemoryMiB
 	if mem == 0 {
 		mem = 1024
 	}
 	args := []string{
-		"-name", v.id, "-machine", "pc,graphics=off", "-accel", "tcg", "-m", strconv.Itoa(mem), "-smp", "1",
+		"-name", v.id, "-machine", "pc,graphics=off", "-m", strconv.Itoa(mem), "-smp", "1",
 		"-nodefaults", "-display", "none", "-no-reboot", "-boot", "strict=on",
 		"-chardev", "file,id=console,path=" + qemuEscape(filepath.Join(v.dir, ConsoleFileName)),
 		"-serial", "chardev:console",
@@ -283,6 +318,7 @@ func (l *VMLauncher) qemuArgs(ctx context.Context, v *VM, spec ec2sim.LaunchSpec
 		"-pidfile", filepath.Join(v.dir, PIDFileName),
 		"-device", "virtio-rng-pci",
 	}
+	args = append(args, accel.Args...)
 	args = append(args, smbios(spec.InstanceType)...)
 	bootImage := spec.Root.Image
 	if root := rootVolume(spec); root != nil {

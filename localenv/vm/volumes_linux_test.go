@@ -55,7 +55,7 @@ func TestVolumeDisks(t *testing.T) {
 			l := &VMLauncher{WorkDir: dir}
 			v := &VM{id: "i-0123456789abcdef0", dir: t.TempDir(), disks: map[string]disk{}}
 			spec := ec2sim.LaunchSpec{InstanceID: v.id, InstanceType: tc.itype, Virtualization: "hvm", Volumes: tc.vols}
-			args, err := l.qemuArgs(context.Background(), v, spec, &Metadata{MAC: "02:00:00:00:00:01"})
+			args, err := l.qemuArgs(context.Background(), v, spec, &Metadata{MAC: "02:00:00:00:00:01"}, Accel{})
 			if err != nil {
 				t.Fatal(err)
 			}
