@@ -36,7 +36,10 @@ import (
 // The first run (load 15-35, the seeds built first): environment up in 7 minutes,
 // packer build 27m27s (5m40s to SSH, the copy of 544 MiB of files 11m30s, bundle and
 // upload 8 minutes), the new instance answered after 7m22s: 45 minutes in all (run
-// it with -timeout 90m). The build gets 45 minutes.
+// it with -timeout 90m). The build gets 45 minutes. With the ebs_copy, at load 2-12:
+// 1244 s in all, the packer build 17 minutes (the copy written onto the NVMe volume
+// from the bundle, 223 MiB of parts, in about 1.5 minutes), the m3.medium instance
+// answered after about 2 minutes and the t3.micro one of the EBS copy after 1m39s.
 //
 // The manifest may name more AMIs than the instance store one (an EBS copy): each
 // AMI the build made is sorted by its root device type, and the EBS-backed ones
@@ -138,16 +141,9 @@ func TestAcceptanceVMBuildEBSSource(t *testing.T) {
 		a.vmBootAMI(t, id, "t3.micro", source, srcKernel, "/dev/nvme0n1p1", "")
 	}
 
-	a.checkLeftovers(t, bucket, location)
-	keep := map[string]bool{}
-	for s := range sourceSnaps {
-		keep[s] = true
-	}
-	for s := range copySnaps {
-		keep[s] = true
-	}
-	a.checkNoEBSLeftovers(t, keep)
-	for _, id := range append([]string{isAMI}, ebsAMIs...) {
+	// The EBS copies go first (checkLeftovers allows only the instance store AMI):
+	// their AMIs, then their snapshots; no other volume or snapshot may remain.
+	for _, id := range ebsAMIs {
 		if _, err := a.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)}); err != nil {
 			t.Fatal(err)
 		}
@@ -156,6 +152,11 @@ func TestAcceptanceVMBuildEBSSource(t *testing.T) {
 		if _, err := a.ec2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(s)}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	a.checkLeftovers(t, bucket, location)
+	a.checkNoEBSLeftovers(t, sourceSnaps)
+	if _, err := a.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(isAMI)}); err != nil {
+		t.Fatal(err)
 	}
 	a.emptyBucket(t, bucket)
 	a.checkLeftovers(t, bucket, "")
