@@ -205,6 +205,11 @@ func Build(ctx context.Context, cfg Config) (img *Image, err error) {
 		return img, err
 	}
 	img.Plan = plan
+	if cfg.XenBoot {
+		if err := checkBootOnRoot(plan); err != nil {
+			return img, err
+		}
+	}
 
 	srcDev, err := devNode(cfg.sysfs, plan.Source.Major, plan.Source.Minor, workDir)
 	if err != nil {

@@ -69,7 +69,8 @@ type Plan struct {
 	exclude map[string]string
 	own     map[string]bool // the bundler's files and work directory: excluded even from includes
 	emptied map[string]string
-	pseudo  map[string]bool // mount points of pseudo filesystems: never copied, even if included
+	others  map[string]Mount // disk filesystems mounted under the volume, by image path
+	pseudo  map[string]bool  // mount points of pseudo filesystems: never copied, even if included
 	include []string
 	filter  []*regexp.Regexp
 	// what the summary reports
@@ -103,7 +104,7 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 	}
 	p := &Plan{
 		Volume: vol, Source: src,
-		exclude: map[string]string{}, own: map[string]bool{}, emptied: map[string]string{}, pseudo: map[string]bool{},
+		exclude: map[string]string{}, own: map[string]bool{}, emptied: map[string]string{}, pseudo: map[string]bool{}, others: map[string]Mount{},
 		skipped: map[string][]string{}, nskipped: map[string]int{},
 	}
 	for _, d := range alwaysEmptied {
@@ -122,6 +123,8 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 		p.emptied[ip] = fmt.Sprintf("mount point (%s %s), not descended", m.FSType, m.Source)
 		if IsPseudoFS(m.FSType) {
 			p.pseudo[ip] = true
+		} else {
+			p.others[ip] = m
 		}
 	}
 	if cfg.Scratch != "" {
@@ -161,6 +164,13 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// OtherMount is the disk filesystem mounted at image path ip under the volume (/boot
+// on its own partition), whose files the image does not hold.
+func (p *Plan) OtherMount(ip string) (Mount, bool) {
+	m, ok := p.others[ip]
+	return m, ok
 }
 
 func absClean(p string) string {

@@ -167,3 +167,24 @@ func TestGlobRegexp(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckBootOnRoot: an EBS source whose /boot is its own partition is refused
+// before imaging (the image would hold an empty /boot); /boot on the root passes.
+func TestCheckBootOnRoot(t *testing.T) {
+	p := samplePlan(t, PlanConfig{Volume: "/"}) // /boot is ext4 on /dev/vda2 there
+	err := checkBootOnRoot(p)
+	if err == nil || !strings.Contains(err.Error(), "/boot is a filesystem of its own (ext4 /dev/vda2") || !strings.Contains(err.Error(), "move /boot onto the root filesystem") {
+		t.Errorf("separate /boot: got %v, want the refusal naming ext4 /dev/vda2 and what to do", err)
+	}
+	mounts, err := parseMountInfo(strings.NewReader(strings.ReplaceAll(sampleMountInfo, "28 27 254:2 / /boot rw - ext4 /dev/vda2 rw\n", "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	onRoot, err := NewPlan(PlanConfig{Volume: "/", Mounts: mounts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkBootOnRoot(onRoot); err != nil {
+		t.Errorf("/boot on the root: %v", err)
+	}
+}

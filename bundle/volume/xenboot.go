@@ -21,6 +21,19 @@ import (
 // store-backed AMIs (c3, d2, i2, m3, r3, x1: legacy BIOS, disks /dev/xvd*), fix in the
 // image what can be fixed safely and refuse what cannot.
 
+// checkBootOnRoot refuses a volume whose /boot is a filesystem of its own (Ubuntu's
+// cloud images since 23.04 have it on partition 16): the image holds the root
+// partition only, and its boot loader (core.img in the BIOS boot partition, grub.cfg)
+// looks for /boot by that partition's UUID, so the new AMI would not boot. Checked
+// before imaging.
+func checkBootOnRoot(p *Plan) error {
+	m, ok := p.OtherMount("/boot")
+	if !ok {
+		return nil
+	}
+	return fmt.Errorf("/boot is a filesystem of its own (%s %s, as in recent Ubuntu cloud images), and the image holds the root filesystem only: the boot loader looks for /boot on its partition, so the AMI would not boot. Sources whose /boot is on the root filesystem are supported (Debian 12, Ubuntu 22.04, Amazon Linux 2023); move /boot onto the root filesystem on the source first, or use one of those", m.FSType, m.Source)
+}
+
 // xenBoot runs the checks on the image mounted at root, whose root filesystem has the
 // given UUID, for the kernel release rel (the running kernel's). It returns what it
 // changed in the image.
