@@ -367,7 +367,7 @@ func TestAcceptanceConvert(t *testing.T) {
 		t.Logf("packer build took %s:\n%s", time.Since(start).Round(100*time.Millisecond), res.Output)
 		img, snap := e.converted(t, outDir, src.ami, "lite-ebs")
 		ami := aws.ToString(img.ImageId)
-		for _, want := range []string{"Converting " + src.ami, "every part and the image digest checked", "Registered " + ami} {
+		for _, want := range []string{"Converting " + src.ami, "every part and the image digest checked", "Registered EBS-backed AMI " + ami} {
 			if !strings.Contains(res.Output, want) {
 				t.Errorf("packer's output lacks %q", want)
 			}
@@ -428,7 +428,7 @@ func TestAcceptanceConvert(t *testing.T) {
 		{"attached", "Attached vol-"},
 		{"writing", "agent: writing image"},
 		{"snapshotting", "Waiting for snapshot"},
-		{"registering", "waiting for it to be available"},
+		{"registering", "waiting for it to become available"},
 	}
 	for _, st := range steps {
 		t.Run("cancel-"+st.name, func(t *testing.T) {
