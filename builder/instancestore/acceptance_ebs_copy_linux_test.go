@@ -3,17 +3,14 @@
 package instancestore
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -41,40 +38,7 @@ func (a *accEnv) buildEBSCopy(t *testing.T, outDir, bucket, cancelAt string) (st
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := a.run(t, dir, a.envList(), "init", "."); err != nil {
-		t.Fatalf("packer init: %v\n%s", err, out)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, a.packer, "build", "-color=false", "-var", "output_dir="+outDir, "-var", "s3_bucket="+bucket, ".")
-	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), a.env...), a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log"))...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // SIGINT to packer's whole group, as a terminal's Ctrl-C
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	interrupted := false
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			line := sc.Text()
-			out.WriteString(line + "\n")
-			if cancelAt != "" && !interrupted && strings.Contains(line, cancelAt) {
-				interrupted = true
-				t.Logf("sending SIGINT to packer at %q", line)
-				syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
-			}
-		}
-	}()
-	err = cmd.Wait()
-	pw.Close()
-	<-done
-	return out.String(), err, interrupted
+	return a.buildTemplate(t, dir, outDir, bucket, cancelAt)
 }
 
 // ebsLeftovers lists the volumes and snapshots in the simulator, and the AMIs, but

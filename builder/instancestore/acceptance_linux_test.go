@@ -117,7 +117,12 @@ func (a *accEnv) envList(extra ...string) []string {
 // returns packer's output and its exit error.
 func (a *accEnv) build(t *testing.T, outDir, bucket, cancelAt string, vars ...string) (string, error, bool) {
 	t.Helper()
-	dir := filepath.Join(a.root, "example", "local")
+	return a.buildTemplate(t, filepath.Join(a.root, "example", "local"), outDir, bucket, cancelAt, vars...)
+}
+
+// buildTemplate is build of the template directory dir.
+func (a *accEnv) buildTemplate(t *testing.T, dir, outDir, bucket, cancelAt string, vars ...string) (string, error, bool) {
+	t.Helper()
 	if out, err := a.run(t, dir, a.envList(), "init", "."); err != nil {
 		t.Fatalf("packer init: %v\n%s", err, out)
 	}
