@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/instancestore/packer-plugin-instancestore/localenv/instance"
@@ -262,4 +263,47 @@ func DebianVMRootTarball(ctx context.Context, logf func(string, ...any)) (string
 		return "", err
 	}
 	return tarball, nil
+}
+
+// DebianVMKernel returns the kernel (bzImage) of the bootable Debian root
+// (DebianVMRootTarball), copied out of the tarball into instance.CacheDir() once. The
+// VM launcher's KVM probe boots it (vm.VMLauncher.ProbeKernel): a host whose KVM runs
+// firmware but hangs a kernel then gets TCG instead of guests that never boot.
+func DebianVMKernel(ctx context.Context, logf func(string, ...any)) (string, error) {
+	tarball, err := DebianVMRootTarball(ctx, logf)
+	if err != nil {
+		return "", err
+	}
+	kernel := filepath.Join(instance.CacheDir(), debianVMRootVersion+".vmlinuz")
+	if _, err := os.Stat(kernel); err == nil {
+		return kernel, nil
+	}
+	list, err := exec.CommandContext(ctx, "tar", "-tf", tarball, "--wildcards", "./boot/vmlinuz-*").Output()
+	if err != nil {
+		return "", fmt.Errorf("finding the kernel in %s: %w", tarball, err)
+	}
+	name, _, _ := strings.Cut(strings.TrimSpace(string(list)), "\n")
+	if name == "" {
+		return "", fmt.Errorf("%s holds no ./boot/vmlinuz-*", tarball)
+	}
+	f, err := os.CreateTemp(instance.CacheDir(), "vmlinuz-")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(f.Name())
+	cmd := exec.CommandContext(ctx, "tar", "-xOf", tarball, name)
+	cmd.Stdout = f
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	runErr := cmd.Run()
+	if cerr := f.Close(); runErr == nil {
+		runErr = cerr
+	}
+	if runErr != nil {
+		return "", fmt.Errorf("copying %s out of %s: %v %s", name, tarball, runErr, stderr.String())
+	}
+	if err := os.Rename(f.Name(), kernel); err != nil {
+		return "", err
+	}
+	return kernel, nil
 }

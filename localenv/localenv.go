@@ -181,7 +181,11 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	var launcher ec2sim.Launcher = &ec2sim.NamespaceLauncher{WorkDir: filepath.Join(dir, "instances"), Forward: forward}
 	var launchTimeout time.Duration
 	if opts.Machines == "vm" {
-		launcher = &vm.VMLauncher{WorkDir: filepath.Join(dir, "instances"), Forward: forward, Logf: opts.Logf}
+		kernel, err := DebianVMKernel(ctx, opts.Logf)
+		if err != nil {
+			return nil, fmt.Errorf("the kernel for the KVM probe: %w", err)
+		}
+		launcher = &vm.VMLauncher{WorkDir: filepath.Join(dir, "instances"), Forward: forward, Logf: opts.Logf, ProbeKernel: kernel}
 		launchTimeout = VMLaunchTimeout
 	}
 	e.EC2, err = ec2sim.Start(ec2sim.Config{

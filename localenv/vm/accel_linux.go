@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -88,15 +89,117 @@ const (
 
 // probeKVM says whether qemu can run guests under KVM here: /dev/kvm opens read-write,
 // speaks API version 12 and creates a VM, and then qemu with -accel kvm -cpu host
-// runs SeaBIOS to its boot menu (a disk-less machine, a few seconds at most). The
-// last step catches hosts whose /dev/kvm answers every ioctl but cannot run a guest
-// (nested virtualization that rejects MSRs qemu sets, or hangs in SeaBIOS's option
-// ROMs), where choosing KVM would leave every guest hung.
-func probeKVM(ctx context.Context) error {
+// runs SeaBIOS to its boot menu (a disk-less machine, a few seconds at most) and,
+// when kernel names a Linux kernel, boots that kernel to its root-mount panic. The
+// later steps catch hosts whose /dev/kvm answers every ioctl but cannot run a guest:
+// nested virtualization that rejects MSRs qemu sets, hangs in SeaBIOS's option ROMs,
+// or (seen on a 2-core CI machine, 2026-12-02) runs SeaBIOS and a kernel's real-mode
+// setup and then spins at 100% CPU once the kernel leaves real mode, printing
+// nothing. Choosing KVM there would leave every guest hung.
+func probeKVM(ctx context.Context, kernel string) error {
 	if err := probeKVMDevice("/dev/kvm"); err != nil {
 		return err
 	}
-	return probeQEMUKVM(ctx)
+	if err := probeQEMUKVM(ctx); err != nil {
+		return err
+	}
+	if kernel == "" {
+		return nil
+	}
+	// One kernel run per process and kernel: a test binary starts many launchers,
+	// and on a host where KVM hangs each run costs the whole timeout.
+	linuxProbes.Lock()
+	defer linuxProbes.Unlock()
+	if err, ok := linuxProbes.done[kernel]; ok {
+		return err
+	}
+	err := probeQEMUKVMLinux(ctx, kernel)
+	if ctx.Err() == nil {
+		linuxProbes.done[kernel] = err
+	}
+	return err
+}
+
+var linuxProbes = struct {
+	sync.Mutex
+	done map[string]error
+}{done: map[string]error{}}
+
+// kernelProbeDone are console lines a kernel without a root device prints once it
+// has run its whole boot in long mode, up to mounting the root.
+var kernelProbeDone = [][]byte{[]byte("VFS: Unable to mount root"), []byte("Kernel panic")}
+
+// qemuKVMLinuxProbeTimeout bounds the kernel run: under KVM a kernel reaches its root
+// mount in a second or two; under a broken KVM it never does.
+const qemuKVMLinuxProbeTimeout = 20 * time.Second
+
+// probeQEMUKVMLinux boots kernel (a bzImage, no initrd, no disk) under qemu -accel kvm
+// -cpu host with panic=-1 and -no-reboot, so that it exits when the kernel panics
+// for want of a root filesystem; the serial console must show that panic.
+func probeQEMUKVMLinux(ctx context.Context, kernel string) error {
+	dir, err := os.MkdirTemp("", "instancestore-kvm-probe-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	logPath := filepath.Join(dir, "console.log")
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, qemuKVMLinuxProbeTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-machine", "pc",
+		"-m", "256", "-nodefaults", "-nic", "none", "-display", "none", "-no-reboot", "-monitor", "none",
+		"-serial", "file:"+qemuEscape(logPath), "-kernel", kernel, "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent")
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR=" + dir}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("/dev/kvm opens, but qemu-system-x86_64 does not start (Debian package qemu-system-x86): %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	reached := func() bool {
+		b, _ := os.ReadFile(logPath)
+		for _, s := range kernelProbeDone {
+			if bytes.Contains(b, s) {
+				return true
+			}
+		}
+		return false
+	}
+	lastConsole := func() string {
+		b, _ := os.ReadFile(logPath)
+		if l := lastLine(string(b)); l != "" {
+			return fmt.Sprintf("its console stopped after %q", l)
+		}
+		return "its console stayed empty"
+	}
+	for {
+		select {
+		case err := <-exited:
+			if reached() {
+				return nil
+			}
+			return fmt.Errorf("/dev/kvm opens, but Linux (%s) under qemu -accel kvm -cpu host fails (%v; %s): %s", filepath.Base(kernel), err, lastConsole(), errorLine(stderr.String()))
+		case <-ctx.Done():
+			cmd.Process.Kill()
+			<-exited
+			if reached() {
+				return nil
+			}
+			if err := parent.Err(); err != nil {
+				return fmt.Errorf("/dev/kvm opens; probing qemu -accel kvm was cut short: %w", err)
+			}
+			return fmt.Errorf("/dev/kvm opens, but Linux (%s) under qemu -accel kvm -cpu host hangs: %s within %s", filepath.Base(kernel), lastConsole(), qemuKVMLinuxProbeTimeout)
+		case <-tick.C:
+			if reached() {
+				cmd.Process.Kill()
+				<-exited
+				return nil
+			}
+		}
+	}
 }
 
 // probeKVMDevice checks the KVM device node at path: open O_RDWR, KVM_GET_API_VERSION,

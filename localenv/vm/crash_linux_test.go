@@ -41,7 +41,12 @@ func runHelperLauncher(dir string) int {
 		fmt.Println("error:", err)
 		return 1
 	}
-	l := &vm.VMLauncher{WorkDir: filepath.Join(dir, "instances"), Logf: func(format string, args ...any) {
+	kernel, err := localenv.DebianVMKernel(context.Background(), nil)
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	l := &vm.VMLauncher{WorkDir: filepath.Join(dir, "instances"), ProbeKernel: kernel, Logf: func(format string, args ...any) {
 		fmt.Printf(format+"\n", args...)
 	}}
 	_, err = l.Launch(context.Background(), ec2sim.LaunchSpec{InstanceID: "i-00000000000crash", Root: ec2sim.RootSource{Image: img},

@@ -55,6 +55,8 @@
 // /dev/kvm is usable, else TCG; the launcher logs which and why. Usable means more
 // than the device node answering: on the 2-core machines this was built on /dev/kvm
 // opens, reports API version 12 and creates VMs, but qemu -accel kvm -cpu host aborts
-// setting MSR 0x10a and other CPU models hang in SeaBIOS, so the probe also runs
-// SeaBIOS under qemu -accel kvm to its boot stage (probeKVM).
+// setting MSR 0x10a and other CPU models hang in SeaBIOS; on another, SeaBIOS runs
+// under KVM but Debian's kernel spins once it leaves real mode. So the probe also
+// runs SeaBIOS under qemu -accel kvm to its boot stage, then boots the seeds' kernel
+// (VMLauncher.ProbeKernel) to its root-mount panic (probeKVM).
 package vm

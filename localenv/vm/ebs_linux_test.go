@@ -43,7 +43,7 @@ func TestEBSInstanceOnNitro(t *testing.T) {
 	}
 	work := t.TempDir()
 	dataDir := filepath.Join(work, "ec2")
-	launcher := &vm.VMLauncher{WorkDir: filepath.Join(work, "instances"), Logf: t.Logf}
+	launcher := &vm.VMLauncher{WorkDir: filepath.Join(work, "instances"), Logf: t.Logf, ProbeKernel: probeKernel(t)}
 	srv, err := ec2sim.Start(ec2sim.Config{Credentials: creds, DataDir: dataDir, Launcher: launcher, LaunchTimeout: localenv.VMLaunchTimeout, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)

@@ -57,6 +57,10 @@ type VMLauncher struct {
 	// probeKVM), else TCG. kvm on a host where KVM is not usable fails every launch
 	// with the reason.
 	Accel string
+	// ProbeKernel is a Linux kernel (bzImage) that the KVM probe boots before KVM is
+	// chosen (probeKVM); empty: the probe stops at SeaBIOS, which misses hosts where
+	// KVM runs firmware but hangs a kernel.
+	ProbeKernel string
 
 	accelOnce sync.Once
 	accel     Accel
@@ -77,7 +81,7 @@ func (l *VMLauncher) Accelerator(ctx context.Context) (Accel, error) {
 		}
 		probe := l.probe
 		if probe == nil {
-			probe = probeKVM
+			probe = func(ctx context.Context) error { return probeKVM(ctx, l.ProbeKernel) }
 		}
 		l.accel, l.accelErr = chooseAccel(ctx, override, os.Getenv(TCGCPUEnv), probe)
 		if l.accelErr == nil && l.Logf != nil {

@@ -64,7 +64,7 @@ func TestPVInstanceBoots(t *testing.T) {
 	}
 
 	work := t.TempDir()
-	launcher := &vm.VMLauncher{WorkDir: filepath.Join(work, "instances"), Forward: []string{strings.TrimPrefix(front.URL(), "http://")}, Logf: t.Logf}
+	launcher := &vm.VMLauncher{WorkDir: filepath.Join(work, "instances"), Forward: []string{strings.TrimPrefix(front.URL(), "http://")}, Logf: t.Logf, ProbeKernel: probeKernel(t)}
 	srv, err := ec2sim.Start(ec2sim.Config{Credentials: creds, DataDir: filepath.Join(work, "ec2"), Launcher: launcher, LaunchTimeout: localenv.VMLaunchTimeout, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +178,7 @@ func TestBrokenImageNeverAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	launcher := &vm.VMLauncher{WorkDir: filepath.Join(work, "instances"), Logf: t.Logf}
+	launcher := &vm.VMLauncher{WorkDir: filepath.Join(work, "instances"), Logf: t.Logf, ProbeKernel: probeKernel(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	inst, err := launcher.Launch(ctx, ec2sim.LaunchSpec{InstanceID: "i-0000000000broken", Root: ec2sim.RootSource{Image: img},
