@@ -118,7 +118,7 @@ func tailString(s string, n int) string {
 }
 
 // debianVMRootVersion changes whenever debianVMSetup (or the units it installs) change.
-const debianVMRootVersion = "debian-12-vm-5"
+const debianVMRootVersion = "debian-12-vm-6"
 
 // debianVMPackages make the minbase root a machine that boots on its own: a kernel
 // with virtio (and Xen front-ends, like EC2's), GRUB 2 for BIOS boot, systemd and udev,
@@ -212,6 +212,14 @@ rm -f "$R"/etc/ssh/ssh_host_* "$R/etc/machine-id" "$R/var/lib/dbus/machine-id"
 : > "$R/etc/machine-id"
 rm -f "$R/etc/resolv.conf"
 rm -rf "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/* "$R"/var/lib/cloud/*
+# What Debian's slim images leave out, and what every instance of a seed would
+# otherwise copy through the agent at TCG speed: apt's package caches (apt-get clean;
+# 75 MiB, rebuilt by the next apt-get update), translations (46 MiB), manuals and docs
+# but their copyright files (21 MiB). The root is 391 MiB without them, 530 MiB with.
+chroot "$R" apt-get clean
+rm -rf "$R"/usr/share/locale/* "$R"/usr/share/man/* "$R"/usr/share/info/*
+find "$R"/usr/share/doc -mindepth 1 ! -type d ! -name copyright -delete
+find "$R"/usr/share/doc -mindepth 1 -type d -empty -delete
 `
 
 // DebianVMRootTarball returns a tar (numeric owners) of a bootable Debian 12 root (the
@@ -291,6 +299,10 @@ func DebianVMKernel(ctx context.Context, logf func(string, ...any)) (string, err
 		return "", err
 	}
 	defer os.Remove(f.Name())
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return "", err
+	}
 	cmd := exec.CommandContext(ctx, "tar", "-xOf", tarball, name)
 	cmd.Stdout = f
 	var stderr strings.Builder
