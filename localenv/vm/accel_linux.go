@@ -137,69 +137,23 @@ const qemuKVMLinuxProbeTimeout = 20 * time.Second
 // -cpu host with panic=-1 and -no-reboot, so that it exits when the kernel panics
 // for want of a root filesystem; the serial console must show that panic.
 func probeQEMUKVMLinux(ctx context.Context, kernel string) error {
-	dir, err := os.MkdirTemp("", "instancestore-kvm-probe-")
-	if err != nil {
-		return err
+	r := runQEMUProbe(ctx, qemuKVMLinuxProbeTimeout, kernelProbeDone, func(log string) []string {
+		return []string{"-m", "256", "-serial", "file:" + qemuEscape(log),
+			"-kernel", kernel, "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"}
+	})
+	console := "its console stayed empty"
+	if l := lastLine(r.log); l != "" {
+		console = fmt.Sprintf("its console stopped after %q", l)
 	}
-	defer os.RemoveAll(dir)
-	logPath := filepath.Join(dir, "console.log")
-	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, qemuKVMLinuxProbeTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-machine", "pc",
-		"-m", "256", "-nodefaults", "-nic", "none", "-display", "none", "-no-reboot", "-monitor", "none",
-		"-serial", "file:"+qemuEscape(logPath), "-kernel", kernel, "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent")
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR=" + dir}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("/dev/kvm opens, but qemu-system-x86_64 does not start (Debian package qemu-system-x86): %w", err)
+	switch {
+	case r.err == nil:
+		return nil
+	case r.hung:
+		return fmt.Errorf("/dev/kvm opens, but Linux (%s) under qemu -accel kvm -cpu host hangs: %s within %s", filepath.Base(kernel), console, qemuKVMLinuxProbeTimeout)
+	case r.exited:
+		return fmt.Errorf("/dev/kvm opens, but Linux (%s) under qemu -accel kvm -cpu host fails (%v; %s): %s", filepath.Base(kernel), r.err, console, errorLine(r.stderr))
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	reached := func() bool {
-		b, _ := os.ReadFile(logPath)
-		for _, s := range kernelProbeDone {
-			if bytes.Contains(b, s) {
-				return true
-			}
-		}
-		return false
-	}
-	lastConsole := func() string {
-		b, _ := os.ReadFile(logPath)
-		if l := lastLine(string(b)); l != "" {
-			return fmt.Sprintf("its console stopped after %q", l)
-		}
-		return "its console stayed empty"
-	}
-	for {
-		select {
-		case err := <-exited:
-			if reached() {
-				return nil
-			}
-			return fmt.Errorf("/dev/kvm opens, but Linux (%s) under qemu -accel kvm -cpu host fails (%v; %s): %s", filepath.Base(kernel), err, lastConsole(), errorLine(stderr.String()))
-		case <-ctx.Done():
-			cmd.Process.Kill()
-			<-exited
-			if reached() {
-				return nil
-			}
-			if err := parent.Err(); err != nil {
-				return fmt.Errorf("/dev/kvm opens; probing qemu -accel kvm was cut short: %w", err)
-			}
-			return fmt.Errorf("/dev/kvm opens, but Linux (%s) under qemu -accel kvm -cpu host hangs: %s within %s", filepath.Base(kernel), lastConsole(), qemuKVMLinuxProbeTimeout)
-		case <-tick.C:
-			if reached() {
-				cmd.Process.Kill()
-				<-exited
-				return nil
-			}
-		}
-	}
+	return r.err
 }
 
 // probeKVMDevice checks the KVM device node at path: open O_RDWR, KVM_GET_API_VERSION,
@@ -245,60 +199,85 @@ const qemuKVMProbeTimeout = 15 * time.Second
 // probeQEMUKVM runs a disk-less qemu with -accel kvm -cpu host until SeaBIOS's debug
 // log (I/O port 0x402) says it reached the boot stage.
 func probeQEMUKVM(ctx context.Context) error {
+	r := runQEMUProbe(ctx, qemuKVMProbeTimeout, seabiosDone, func(log string) []string {
+		return []string{"-m", "32", "-serial", "none",
+			"-debugcon", "file:" + qemuEscape(log), "-global", "isa-debugcon.iobase=0x402"}
+	})
+	switch {
+	case r.err == nil:
+		return nil
+	case r.hung:
+		return fmt.Errorf("/dev/kvm opens, but a guest under qemu -accel kvm -cpu host hangs (SeaBIOS stopped after %q within %s)", lastLine(r.log), qemuKVMProbeTimeout)
+	case r.exited:
+		return fmt.Errorf("/dev/kvm opens, but qemu -accel kvm -cpu host fails (%v): %s", r.err, errorLine(r.stderr))
+	}
+	return r.err
+}
+
+// probeRun is how one probe guest ended. err is nil when its log reached a done
+// marker; otherwise hung (the timeout passed) or exited (qemu stopped by itself)
+// says why, and neither is set when qemu did not start or the caller gave up.
+type probeRun struct {
+	err          error
+	hung, exited bool
+	log, stderr  string
+}
+
+// runQEMUProbe starts a disk-less, network-less qemu -accel kvm -cpu host with the
+// arguments that args gives for its log file, and waits up to timeout for the log to
+// show one of done.
+func runQEMUProbe(ctx context.Context, timeout time.Duration, done [][]byte, args func(log string) []string) probeRun {
 	dir, err := os.MkdirTemp("", "instancestore-kvm-probe-")
 	if err != nil {
-		return err
+		return probeRun{err: err}
 	}
 	defer os.RemoveAll(dir)
-	logPath := filepath.Join(dir, "seabios.log")
+	logPath := filepath.Join(dir, "probe.log")
 	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, qemuKVMProbeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-machine", "pc",
-		"-m", "32", "-nodefaults", "-nic", "none", "-display", "none", "-no-reboot", "-monitor", "none", "-serial", "none",
-		"-debugcon", "file:"+qemuEscape(logPath), "-global", "isa-debugcon.iobase=0x402")
+	argv := append([]string{"-accel", "kvm", "-cpu", "host", "-machine", "pc", "-nodefaults", "-nic", "none",
+		"-display", "none", "-no-reboot", "-monitor", "none"}, args(logPath)...)
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", argv...)
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR=" + dir}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("/dev/kvm opens, but qemu-system-x86_64 does not start (Debian package qemu-system-x86): %w", err)
+		return probeRun{err: fmt.Errorf("/dev/kvm opens, but qemu-system-x86_64 does not start (Debian package qemu-system-x86): %w", err)}
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	reached := func() bool {
+	result := func(r probeRun) probeRun {
 		b, _ := os.ReadFile(logPath)
-		for _, s := range seabiosDone {
+		r.log, r.stderr = string(b), stderr.String()
+		for _, s := range done {
 			if bytes.Contains(b, s) {
-				return true
+				return probeRun{log: r.log, stderr: r.stderr}
 			}
 		}
-		return false
+		return r
 	}
 	for {
 		select {
 		case err := <-exited:
-			if reached() {
-				return nil
+			if err == nil {
+				err = errors.New("exit status 0")
 			}
-			return fmt.Errorf("/dev/kvm opens, but qemu -accel kvm -cpu host fails (%v): %s", err, errorLine(stderr.String()))
+			return result(probeRun{err: err, exited: true})
 		case <-ctx.Done():
 			cmd.Process.Kill()
 			<-exited
-			if reached() {
-				return nil
-			}
 			if err := parent.Err(); err != nil {
-				return fmt.Errorf("/dev/kvm opens; probing qemu -accel kvm was cut short: %w", err)
+				return result(probeRun{err: fmt.Errorf("/dev/kvm opens; probing qemu -accel kvm was cut short: %w", err)})
 			}
-			b, _ := os.ReadFile(logPath)
-			return fmt.Errorf("/dev/kvm opens, but a guest under qemu -accel kvm -cpu host hangs (SeaBIOS stopped after %q within %s)", lastLine(string(b)), qemuKVMProbeTimeout)
+			return result(probeRun{err: ctx.Err(), hung: true})
 		case <-tick.C:
-			if reached() {
+			if r := result(probeRun{err: errors.New("not yet")}); r.err == nil {
 				cmd.Process.Kill()
 				<-exited
-				return nil
+				return r
 			}
 		}
 	}
