@@ -35,7 +35,7 @@ fail=0
 bad() { echo "check-release: FAIL: $*" >&2; fail=1; }
 die() { echo "check-release: $*" >&2; exit 1; }
 for t in jq unzip zipinfo sha256sum; do
-	command -v "$t" >/dev/null || die "needs $t (apt-get install $t)"
+	command -v "$t" >/dev/null || die "needs $t (make deps installs it: Debian packages jq, unzip)"
 done
 [ -f "$dist/metadata.json" ] || die "$dist/metadata.json missing: run \`make release-snapshot\` (or goreleaser release) first"
 
