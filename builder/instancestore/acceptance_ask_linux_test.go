@@ -45,7 +45,7 @@ func TestAcceptanceAskRetry(t *testing.T) {
 	ctx := context.Background()
 	outDir := t.TempDir()
 	bucket := "acc-ask"
-	dir := filepath.Join(a.root, "example", "local")
+	dir := filepath.Join(a.Root, "example", "local")
 	if out, err := a.run(t, dir, a.envList(), "init", "."); err != nil {
 		t.Fatalf("packer init: %v\n%s", err, out)
 	}
@@ -62,10 +62,10 @@ func TestAcceptanceAskRetry(t *testing.T) {
 	defer master.Close()
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(cctx, a.packer, "build", "-color=false", "-on-error=ask",
+	cmd := exec.CommandContext(cctx, a.Bin, "build", "-color=false", "-on-error=ask",
 		"-var", "output_dir="+outDir, "-var", "s3_bucket="+bucket, ".")
 	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), a.env...), a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log"))...)
+	cmd.Env = append(append(os.Environ(), a.Env...), a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log"))...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
 	// A session of its own with the terminal as its controlling TTY, in the
 	// foreground: what Packer needs to open /dev/tty and ask.

@@ -54,7 +54,7 @@ func TestAcceptanceAWS(t *testing.T) {
 			// Work on a copy so that the manifest files land in a temporary directory.
 			dir := t.TempDir()
 			for _, f := range []string{"plugins.pkr.hcl", "amazon-linux.pkr.hcl", "ubuntu-hvm.pkr.hcl"} {
-				data, err := os.ReadFile(filepath.Join(e.root, "example/aws-instance-store", f))
+				data, err := os.ReadFile(filepath.Join(e.Root, "example/aws-instance-store", f))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -65,9 +65,9 @@ func TestAcceptanceAWS(t *testing.T) {
 			if out, err := e.run(t, dir, nil, "init", "."); err != nil {
 				t.Fatalf("packer init: %v\n%s", err, out)
 			}
-			cmd := exec.Command(e.packer, "build", "-color=false", "-only=instancestore."+src, "-var", "region="+region, "-var", "s3_bucket="+bucket, "-machine-readable", ".")
+			cmd := exec.Command(e.Bin, "build", "-color=false", "-only=instancestore."+src, "-var", "region="+region, "-var", "s3_bucket="+bucket, "-machine-readable", ".")
 			cmd.Dir = dir
-			cmd.Env = append(append(os.Environ(), e.env...), "PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(dir, "packer.log"))
+			cmd.Env = append(append(os.Environ(), e.Env...), "PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(dir, "packer.log"))
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("packer build: %v\n%s", err, out)

@@ -3,19 +3,15 @@
 package instancestore
 
 import (
-	"bufio"
 	"context"
 	"crypto/rsa"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +25,7 @@ import (
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/internal/cmdlines"
 	"github.com/instancestore/packer-plugin-instancestore/internal/launch"
+	"github.com/instancestore/packer-plugin-instancestore/internal/packertest"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 	"github.com/instancestore/packer-plugin-instancestore/localenv"
 	s3bundle "github.com/instancestore/packer-plugin-instancestore/s3"
@@ -98,9 +95,7 @@ func TestMain(m *testing.M) {
 		}
 		os.RemoveAll(localVal.Dir)
 	}
-	if packerVal != nil {
-		os.RemoveAll(filepath.Dir(filepath.Dir(packerVal.plugin)))
-	}
+	packertest.Cleanup()
 	os.Exit(code)
 }
 
@@ -117,7 +112,7 @@ func (a *accEnv) envList(extra ...string) []string {
 // returns packer's output and its exit error.
 func (a *accEnv) build(t *testing.T, outDir, bucket, cancelAt string, vars ...string) (string, error, bool) {
 	t.Helper()
-	return a.buildTemplate(t, filepath.Join(a.root, "example", "local"), outDir, bucket, cancelAt, vars...)
+	return a.buildTemplate(t, filepath.Join(a.Root, "example", "local"), outDir, bucket, cancelAt, vars...)
 }
 
 // buildTemplate is build of the template directory dir.
@@ -128,42 +123,12 @@ func (a *accEnv) buildTemplate(t *testing.T, dir, outDir, bucket, cancelAt strin
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	args := []string{"build", "-color=false", "-var", "output_dir=" + outDir, "-var", "s3_bucket=" + bucket}
+	args := []string{"-var", "output_dir=" + outDir, "-var", "s3_bucket=" + bucket}
 	for _, v := range vars {
 		args = append(args, "-var", v)
 	}
-	cmd := exec.CommandContext(ctx, a.packer, append(args, ".")...)
-	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), a.env...), a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log"))...)
-	// Packer runs itself under a wrapper process, and a terminal's Ctrl-C reaches the
-	// whole foreground process group: so packer gets its own group, and SIGINT goes to
-	// the group.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	interrupted := false
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			line := sc.Text()
-			out.WriteString(line + "\n")
-			if cancelAt != "" && !interrupted && strings.Contains(line, cancelAt) {
-				interrupted = true
-				t.Logf("sending SIGINT to packer at %q", line)
-				syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
-			}
-		}
-	}()
-	err := cmd.Wait()
-	pw.Close()
-	<-done
-	return out.String(), err, interrupted
+	r := a.Build(ctx, t, dir, a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log")), cancelAt, append(args, ".")...)
+	return r.Output, r.Err, r.Interrupted
 }
 
 func (a *accEnv) failWithLog(t *testing.T, outDir, out string, err error) {

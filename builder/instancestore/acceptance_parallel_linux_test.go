@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,16 +24,13 @@ type parallelResult struct {
 
 // buildParallel runs `packer build` of testdata/parallel with the given run name.
 func (a *accEnv) buildParallel(t *testing.T, run, bucket string, failC bool) parallelResult {
-	dir := filepath.Join(a.root, "builder", "instancestore", "testdata", "parallel")
+	dir := filepath.Join(a.Root, "builder", "instancestore", "testdata", "parallel")
 	outDir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, a.packer, "build", "-color=false", "-var", "run="+run, "-var", "s3_bucket="+bucket,
-		"-var", "output_dir="+outDir, "-var", fmt.Sprintf("fail_c=%v", failC), ".")
-	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), a.env...), a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log"))...)
-	out, err := cmd.CombinedOutput()
-	r := parallelResult{out: string(out), err: err, manifests: map[string]string{}, amis: map[string]string{}}
+	b := a.Build(ctx, t, dir, a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log")), "",
+		"-var", "run="+run, "-var", "s3_bucket="+bucket, "-var", "output_dir="+outDir, "-var", fmt.Sprintf("fail_c=%v", failC), ".")
+	r := parallelResult{out: b.Output, err: b.Err, manifests: map[string]string{}, amis: map[string]string{}}
 	data, rerr := os.ReadFile(filepath.Join(outDir, "packer-manifest.json"))
 	if rerr == nil {
 		var m struct {
@@ -65,7 +61,7 @@ func TestAcceptanceParallelBuilds(t *testing.T) {
 	a := startLocal(t)
 	ctx := context.Background()
 	bucket := "acc-parallel"
-	if out, err := a.run(t, filepath.Join(a.root, "builder", "instancestore", "testdata", "parallel"), a.envList(), "init", "."); err != nil {
+	if out, err := a.run(t, filepath.Join(a.Root, "builder", "instancestore", "testdata", "parallel"), a.envList(), "init", "."); err != nil {
 		t.Fatalf("packer init: %v\n%s", err, out)
 	}
 	var wg sync.WaitGroup

@@ -13,6 +13,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	"github.com/instancestore/packer-plugin-instancestore/internal/packertest"
 )
 
 // TestAcceptanceReleaseBuild builds the plugin the way .goreleaser.yml does (`go
@@ -27,13 +29,13 @@ func TestAcceptanceReleaseBuild(t *testing.T) {
 	run := func(env []string, name string, args ...string) {
 		t.Helper()
 		cmd := exec.Command(name, args...)
-		cmd.Dir = a.root
+		cmd.Dir = a.Root
 		cmd.Env = append(os.Environ(), env...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 		}
 	}
-	dist := filepath.Join(a.root, "agent", "bin", "dist")
+	dist := filepath.Join(a.Root, "agent", "bin", "dist")
 	removeDist := func() {
 		for _, arch := range []string{"amd64", "386"} {
 			os.Remove(filepath.Join(dist, "instancestore-bundler-linux-"+arch+".gz"))
@@ -48,7 +50,7 @@ func TestAcceptanceReleaseBuild(t *testing.T) {
 			t.Fatalf("go generate ./agent/bin wrote no linux/%s agent: %v", arch, err)
 		}
 	}
-	run([]string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags", "-s -w "+pluginVersionLdflags, "-o", plugin, ".")
+	run([]string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags", "-s -w "+packertest.ReleaseLdflags, "-o", plugin, ".")
 	removeDist()
 	f, err := elf.Open(plugin)
 	if err != nil {
@@ -62,9 +64,10 @@ func TestAcceptanceReleaseBuild(t *testing.T) {
 	f.Close()
 
 	rel := *a
-	pe := *a.packerEnv
-	pe.plugin = plugin
-	pe.env = []string{
+	pp := *a.Packer
+	pe := packerEnv{&pp}
+	pe.Plugin = plugin
+	pe.Env = []string{
 		"PACKER_PLUGIN_PATH=" + filepath.Join(dir, "plugins"),
 		"PACKER_CONFIG_DIR=" + filepath.Join(dir, "config"),
 		"PACKER_CACHE_DIR=" + filepath.Join(dir, "cache"),
@@ -72,7 +75,7 @@ func TestAcceptanceReleaseBuild(t *testing.T) {
 		"PACKER_NO_COLOR=1",
 	}
 	rel.packerEnv = &pe
-	run(pe.env, pe.packer, "plugins", "install", "--path", plugin, "github.com/instancestore/instancestore")
+	run(pe.Env, pe.Bin, "plugins", "install", "--path", plugin, "github.com/instancestore/instancestore")
 
 	outDir := t.TempDir()
 	bucket := "acc-release"

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -23,7 +22,7 @@ func TestAcceptanceTemporaryKeyLeftOut(t *testing.T) {
 	a := startLocal(t)
 	ctx := context.Background()
 	bucket := "acc-tempkey"
-	dir := filepath.Join(a.root, "builder", "instancestore", "testdata", "tempkey")
+	dir := filepath.Join(a.Root, "builder", "instancestore", "testdata", "tempkey")
 	if out, err := a.run(t, dir, a.envList(), "init", "."); err != nil {
 		t.Fatalf("packer init: %v\n%s", err, out)
 	}
@@ -31,14 +30,11 @@ func TestAcceptanceTemporaryKeyLeftOut(t *testing.T) {
 	outDir := t.TempDir()
 	bctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(bctx, a.packer, "build", "-color=false", "-var", "s3_bucket="+bucket,
-		"-var", "output_dir="+outDir, "-var", "own_key="+ownKey, ".")
-	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), a.env...), a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log"))...)
-	outb, err := cmd.CombinedOutput()
-	out := string(outb)
-	if err != nil {
-		a.failWithLog(t, outDir, out, err)
+	r := a.Build(bctx, t, dir, a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log")), "",
+		"-var", "s3_bucket="+bucket, "-var", "output_dir="+outDir, "-var", "own_key="+ownKey, ".")
+	out := r.Output
+	if r.Err != nil {
+		a.failWithLog(t, outDir, out, r.Err)
 	}
 	m := regexp.MustCompile(`temporary key: (AAAA[A-Za-z0-9+/=]+)`).FindStringSubmatch(out)
 	if m == nil {

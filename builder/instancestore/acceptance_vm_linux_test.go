@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -159,20 +158,18 @@ func (a *accEnv) vmBuild(t *testing.T, bucket, source, virt, wantRoot string) {
 func (a *accEnv) vmPackerBuild(t *testing.T, template string, timeout time.Duration, args ...string) (out, outDir string) {
 	t.Helper()
 	outDir = t.TempDir()
-	dir := filepath.Join(a.root, "builder", "instancestore", "testdata", template)
+	dir := filepath.Join(a.Root, "builder", "instancestore", "testdata", template)
 	if out, err := a.run(t, dir, a.envList(), "init", "."); err != nil {
 		t.Fatalf("packer init: %v\n%s", err, out)
 	}
 	bctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(bctx, a.packer, append(append([]string{"build", "-color=false", "-timestamp-ui", "-var", "output_dir=" + outDir}, args...), ".")...)
-	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), a.env...), a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log"))...)
 	start := time.Now()
-	outb, err := cmd.CombinedOutput()
-	out = string(outb)
-	if err != nil {
-		a.failWithLog(t, outDir, out, err)
+	r := a.Build(bctx, t, dir, a.envList("PACKER_LOG=1", "PACKER_LOG_PATH="+filepath.Join(outDir, "packer.log")), "",
+		append(append([]string{"-timestamp-ui", "-var", "output_dir=" + outDir}, args...), ".")...)
+	out = r.Output
+	if r.Err != nil {
+		a.failWithLog(t, outDir, out, r.Err)
 	}
 	t.Logf("packer build of testdata/%s %v took %s:\n%s", template, args, time.Since(start).Round(time.Second), out)
 	return out, outDir

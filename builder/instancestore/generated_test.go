@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/instancestore/packer-plugin-instancestore/internal/packertest"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 )
 
@@ -13,7 +14,7 @@ import (
 // the HCL2 schema never drift from the Go config structs.
 func TestGeneratedFilesUpToDate(t *testing.T) {
 	testroot.Short(t, "builds packer-sdc")
-	root := repoRoot(t)
+	root := packertest.RepoRoot(t)
 	cmd := exec.Command(filepath.Join(root, "scripts/check-generated.sh"))
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -10,10 +10,10 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/instancestore/packer-plugin-instancestore/internal/packertest"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 )
 
@@ -21,32 +21,10 @@ import (
 // and built by scripts/build-tools.sh) with the plugin installed the way users install
 // a local build: `packer plugins install --path`.
 
-// pluginVersion is what the test build of the plugin reports: a release version, so
-// that `packer init` finds the installed plugin satisfies `version = ">= 0.1.0"`
-// (Packer refuses pre-release constraints and ignores -dev builds for them).
-const pluginVersionLdflags = "-X github.com/instancestore/packer-plugin-instancestore/version.VersionPrerelease="
-
-type packerEnv struct {
-	root   string // repository root
-	packer string // the packer binary
-	plugin string // the plugin binary that was installed
-	env    []string
-}
-
-var (
-	packerOnce sync.Once
-	packerErr  error
-	packerVal  *packerEnv
-)
-
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
+// packerEnv is the Packer the tests drive with this repository's plugin installed
+// (internal/packertest: the pinned Packer in bin/, or the one INSTANCESTORE_TEST_PACKER
+// names, which make packer-compat sets).
+type packerEnv struct{ *packertest.Packer }
 
 // setupPacker builds packer (once; cached in bin/ across runs) and the plugin, and
 // installs the plugin into a private plugin directory. Every packer this test binary
@@ -54,76 +32,17 @@ func repoRoot(t testing.TB) string {
 func setupPacker(t testing.TB) *packerEnv {
 	t.Helper()
 	testroot.Short(t, "builds the pinned Packer binary")
-	packerOnce.Do(func() { packerVal, packerErr = buildPacker(repoRoot(t)) })
-	if packerErr != nil {
-		t.Fatal(packerErr)
-	}
-	return packerVal
+	return &packerEnv{packertest.Setup(t)}
 }
-
-func buildPacker(root string) (*packerEnv, error) {
-	run := func(dir string, env []string, name string, args ...string) error {
-		cmd := exec.Command(name, args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), env...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return &cmdError{cmd: name + " " + strings.Join(args, " "), out: string(out), err: err}
-		}
-		return nil
-	}
-	if err := run(root, nil, filepath.Join(root, "scripts/build-tools.sh")); err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "instancestore-packer-test-")
-	if err != nil {
-		return nil, err
-	}
-	e := &packerEnv{
-		root:   root,
-		packer: packerBinary(root),
-		plugin: filepath.Join(dir, "build/packer-plugin-instancestore"),
-		env: []string{
-			"PACKER_PLUGIN_PATH=" + filepath.Join(dir, "plugins"),
-			"PACKER_CONFIG_DIR=" + filepath.Join(dir, "config"),
-			"PACKER_CACHE_DIR=" + filepath.Join(dir, "cache"),
-			"CHECKPOINT_DISABLE=1",
-			"PACKER_NO_COLOR=1",
-		},
-	}
-	if err := run(root, nil, "go", "build", "-ldflags", pluginVersionLdflags, "-o", e.plugin, "."); err != nil {
-		return nil, err
-	}
-	if err := run(root, e.env, e.packer, "plugins", "install", "--path", e.plugin, "github.com/instancestore/instancestore"); err != nil {
-		return nil, err
-	}
-	return e, nil
-}
-
-// packerBinary is the Packer the tests drive: bin/packer (the pinned v1.11.2), or the one
-// INSTANCESTORE_TEST_PACKER names (make packer-compat runs a build with the newest Packer).
-func packerBinary(root string) string {
-	if p := os.Getenv("INSTANCESTORE_TEST_PACKER"); p != "" {
-		return p
-	}
-	return filepath.Join(root, "bin/packer")
-}
-
-type cmdError struct {
-	cmd, out string
-	err      error
-}
-
-func (e *cmdError) Error() string { return e.cmd + ": " + e.err.Error() + "\n" + e.out }
 
 // packer runs the packer binary in dir and returns its combined output and error.
 func (e *packerEnv) run(t testing.TB, dir string, extraEnv []string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, e.packer, args...)
+	cmd := exec.CommandContext(ctx, e.Bin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), e.env...), extraEnv...)
+	cmd.Env = append(append(os.Environ(), e.Env...), extraEnv...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -132,7 +51,7 @@ func (e *packerEnv) run(t testing.TB, dir string, extraEnv []string, args ...str
 
 func TestPluginDescribe(t *testing.T) {
 	e := setupPacker(t)
-	out, err := exec.Command(e.plugin, "describe").Output()
+	out, err := exec.Command(e.Plugin, "describe").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +74,7 @@ func TestPluginDescribe(t *testing.T) {
 		t.Errorf("provisioners = %q, want bundle", d.Provisioners)
 	}
 	// Packer sees the installed plugin.
-	list, err := e.run(t, e.root, nil, "plugins", "installed")
+	list, err := e.run(t, e.Root, nil, "plugins", "installed")
 	if err != nil || !strings.Contains(list, "packer-plugin-instancestore_v0.1.0_x5.0_") {
 		t.Errorf("packer plugins installed: %v\n%s", err, list)
 	}
@@ -173,7 +92,7 @@ var exampleVars = map[string][]string{
 
 func TestExamplesValidate(t *testing.T) {
 	e := setupPacker(t)
-	dirs, err := filepath.Glob(filepath.Join(e.root, "example", "*"))
+	dirs, err := filepath.Glob(filepath.Join(e.Root, "example", "*"))
 	if err != nil || len(dirs) == 0 {
 		t.Fatalf("no examples: %v", err)
 	}
@@ -206,17 +125,17 @@ var reHCLBlock = regexp.MustCompile("(?s)```hcl\n(.*?)```")
 func TestDocsTemplatesValidate(t *testing.T) {
 	e := setupPacker(t)
 	// Every page the integrations portal shows: the README and each component's page.
-	pages, err := filepath.Glob(filepath.Join(e.root, "docs", "*", "*.mdx"))
+	pages, err := filepath.Glob(filepath.Join(e.Root, "docs", "*", "*.mdx"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pages = append(pages, filepath.Join(e.root, "docs", "README.md"))
+	pages = append(pages, filepath.Join(e.Root, "docs", "README.md"))
 	for i, p := range pages {
-		pages[i], _ = filepath.Rel(e.root, p)
+		pages[i], _ = filepath.Rel(e.Root, p)
 	}
 	total := 0
 	for _, page := range pages {
-		data, err := os.ReadFile(filepath.Join(e.root, page))
+		data, err := os.ReadFile(filepath.Join(e.Root, page))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -61,6 +61,11 @@ func RepoRoot(t testing.TB) string {
 	}
 }
 
+// ReleaseLdflags make a build of the plugin report a release version (no -dev), so
+// that `packer init` finds the installed plugin satisfies `version = ">= 0.1.0"`:
+// Packer refuses pre-release constraints and ignores -dev builds for them.
+const ReleaseLdflags = "-X github.com/instancestore/packer-plugin-instancestore/version.VersionPrerelease="
+
 // Setup builds Packer (scripts/build-tools.sh, cached in bin/) and the real plugin
 // (the repository's main package, a static linux build with a release version so
 // that `required_plugins` constraints such as ">= 0.1.0" take it; it doubles as the
@@ -112,8 +117,7 @@ func setup(root string) (*Packer, error) {
 	if b := os.Getenv("INSTANCESTORE_TEST_PACKER"); b != "" {
 		p.Bin = b
 	}
-	if err := run([]string{"CGO_ENABLED=0"}, "go", "build", "-ldflags",
-		"-X github.com/instancestore/packer-plugin-instancestore/version.VersionPrerelease=", "-o", p.Plugin, "."); err != nil {
+	if err := run([]string{"CGO_ENABLED=0"}, "go", "build", "-ldflags", ReleaseLdflags, "-o", p.Plugin, "."); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
