@@ -1,11 +1,9 @@
 package bundle
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +11,6 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +23,7 @@ import (
 	format "github.com/instancestore/packer-plugin-instancestore/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/internal/clouddisk"
 	"github.com/instancestore/packer-plugin-instancestore/internal/launch"
+	"github.com/instancestore/packer-plugin-instancestore/internal/packertest"
 	"github.com/instancestore/packer-plugin-instancestore/internal/testroot"
 	"github.com/instancestore/packer-plugin-instancestore/localenv"
 	"github.com/instancestore/packer-plugin-instancestore/localenv/ec2sim"
@@ -406,39 +404,14 @@ func runPacker(ctx context.Context, t *testing.T, packer, dir string, env []stri
 	return string(out), err
 }
 
-// packerBuild runs `packer build` in dir. When cancelAt is not empty, SIGINT goes to
-// packer's process group as soon as a line of its output contains it, as a terminal's
-// Ctrl-C does. It returns the output, the exit error and whether it interrupted.
+// packerBuild runs `packer build` in dir with env (a whole environment) through
+// packertest: when cancelAt is not empty, SIGINT goes to packer's process group as
+// soon as a line of its output contains it, as a terminal's Ctrl-C does. It returns
+// the output, the exit error and whether it interrupted.
 func packerBuild(ctx context.Context, t *testing.T, packer, dir string, env []string, cancelAt string, vars ...string) (string, error, bool) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, packer, append(append([]string{"build", "-color=false"}, vars...), ".")...)
-	cmd.Dir, cmd.Env = dir, env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	interrupted := false
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			line := sc.Text()
-			out.WriteString(line + "\n")
-			if cancelAt != "" && !interrupted && strings.Contains(line, cancelAt) {
-				interrupted = true
-				t.Logf("sending SIGINT to packer at %q", line)
-				syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
-			}
-		}
-	}()
-	err := cmd.Wait()
-	pw.Close()
-	<-done
-	return out.String(), err, interrupted
+	r := (&packertest.Packer{Bin: packer, Env: env}).Build(ctx, t, dir, nil, cancelAt, append(vars, ".")...)
+	return r.Output, r.Err, r.Interrupted
 }
 
 // leftInEC2 lists what a finished build must not leave: instances that are not
