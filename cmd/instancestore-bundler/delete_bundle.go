@@ -25,28 +25,27 @@ func runDeleteBundle(args []string, stdout, stderr io.Writer) error {
 		"Deletes a bundle: the parts its manifest lists, then the manifest. With -p and\n"+
 			"no manifest in S3, the objects NAME.part.* are deleted. --clear also deletes\n"+
 			"the bucket when it is empty afterwards. --dry-run lists what would go.\n\n"+exitCodes)
-	var location, manifest, prefix, region string
-	var clear, dryRun, pathStyle bool
-	f.stringVar(&location, "b", "bucket", "BUCKET[/PREFIX]", "where the bundle is; required")
-	f.stringVar(&manifest, "m", "manifest", "MANIFEST", "the manifest: a local file or its object name")
-	f.stringVar(&prefix, "p", "prefix", "NAME", "the bundle name (instead of -m)")
-	f.stringVar(&region, "", "region", "REGION", "the bucket's region")
+	var s3f s3Flags
+	var bf bundleFlags
+	var clear, dryRun bool
+	s3f.define(f, "where the bundle is")
+	bf.define(f, "MANIFEST", "the manifest: a local file or its object name")
 	f.boolVar(&clear, "", "clear", "delete the bucket too when it is empty afterwards")
 	f.boolVar(&dryRun, "", "dry-run", "print what would be deleted, delete nothing")
-	f.boolVar(&pathStyle, "", "path-style", "address the bucket in the URL path (S3-compatible endpoints)")
 	if err := f.parse(args, stderr); err != nil {
 		return err
 	}
-	if err := f.required(location, "b", "bucket", "give the bucket (and prefix) of the bundle"); err != nil {
+	if err := s3f.check(f, "give the bucket (and prefix) of the bundle"); err != nil {
 		return err
 	}
-	name, err := bundleNameFlag(manifest, prefix)
+	name, err := bf.name()
+	manifest := bf.manifest
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	b, err := openBucket(ctx, location, region, pathStyle)
+	b, err := s3f.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -70,7 +69,7 @@ func runDeleteBundle(args []string, stdout, stderr io.Writer) error {
 			for _, p := range sm.Parts {
 				names = append(names, p.Filename)
 			}
-		} else if prefix == "" {
+		} else if bf.prefix == "" {
 			return err
 		} else {
 			merr = err

@@ -43,22 +43,19 @@ func runDownloadBundle(args []string, stdout, stderr io.Writer) error {
 		"Downloads a bundle's manifest and parts into DIR. The manifest is parsed first;\n"+
 			"each part's SHA-1 is checked against it as it arrives, and a part that does\n"+
 			"not match is removed and fails the command.\n\n"+exitCodes)
-	var location, manifest, prefix, dir, region string
-	var pathStyle bool
-	dir = "."
-	f.stringVar(&location, "b", "bucket", "BUCKET[/PREFIX]", "where the bundle is; required")
-	f.stringVar(&manifest, "m", "manifest", "NAME.manifest.xml", "the manifest's object name")
-	f.stringVar(&prefix, "p", "prefix", "NAME", "the bundle name (instead of -m)")
+	var s3f s3Flags
+	var bf bundleFlags
+	dir := "."
+	s3f.define(f, "where the bundle is")
+	bf.define(f, "NAME.manifest.xml", "the manifest's object name")
 	f.stringVar(&dir, "d", "directory", "DIR", "where to write the files (default: current directory)")
-	f.stringVar(&region, "", "region", "REGION", "the bucket's region")
-	f.boolVar(&pathStyle, "", "path-style", "address the bucket in the URL path (S3-compatible endpoints)")
 	if err := f.parse(args, stderr); err != nil {
 		return err
 	}
-	if err := f.required(location, "b", "bucket", "give the bucket (and prefix) of the bundle"); err != nil {
+	if err := s3f.check(f, "give the bucket (and prefix) of the bundle"); err != nil {
 		return err
 	}
-	name, err := bundleNameFlag(manifest, prefix)
+	name, err := bf.name()
 	if err != nil {
 		return err
 	}
@@ -67,7 +64,7 @@ func runDownloadBundle(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	b, err := openBucket(ctx, location, region, pathStyle)
+	b, err := s3f.open(ctx)
 	if err != nil {
 		return err
 	}

@@ -36,25 +36,20 @@ func runRestoreBundle(args []string, stdout, stderr io.Writer) error {
 			"DEVICE is refused when it is not a whole disk, is the root file system's disk,\n"+
 			"is mounted or used as swap (it or a partition of it), or is smaller than the\n"+
 			"image. The same writer as the Packer plugin's instancestore-ebs post-processor.\n\n"+exitCodes)
-	var location, manifest, prefix, keyPath, device, region string
-	var pathStyle bool
-	f.stringVar(&location, "b", "bucket", "BUCKET[/PREFIX]", "where the bundle is; required")
-	f.stringVar(&manifest, "m", "manifest", "NAME.manifest.xml", "the manifest's object name")
-	f.stringVar(&prefix, "p", "prefix", "NAME", "the bundle name (instead of -m)")
+	var s3f s3Flags
+	var bf bundleFlags
+	var keyPath, device string
+	s3f.define(f, "where the bundle is")
+	bf.define(f, "NAME.manifest.xml", "the manifest's object name")
 	f.stringVar(&keyPath, "k", "privatekey", "PEM", "the private key of the certificate the bundle was made for: unwraps the\nbundle key; required")
 	f.stringVar(&device, "d", "device", "DEVICE", "the new volume's block device (/dev/xvdf, /dev/nvme1n1); required")
-	f.stringVar(&region, "", "region", "REGION", "the bucket's region")
-	f.boolVar(&pathStyle, "", "path-style", "address the bucket in the URL path (S3-compatible endpoints)")
 	if err := f.parse(args, stderr); err != nil {
 		return err
 	}
-	if err := f.required(location, "b", "bucket", "give the bucket (and prefix) of the bundle"); err != nil {
+	if err := s3f.check(f, "give the bucket (and prefix) of the bundle"); err != nil {
 		return err
 	}
-	if err := checkBucketFlag(location); err != nil {
-		return err
-	}
-	name, err := bundleNameFlag(manifest, prefix)
+	name, err := bf.name()
 	if err != nil {
 		return err
 	}
@@ -73,7 +68,7 @@ func runRestoreBundle(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	b, err := openBucket(ctx, location, region, pathStyle)
+	b, err := s3f.open(ctx)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,46 @@ const exitCodes = "exit status: 0 done; 1 failed (S3, network, a digest or signa
 	"Credentials come only from the standard AWS chain (AWS_* environment, profile,\n" +
 	"SSO, instance role); no flag takes a secret. AWS_ENDPOINT_URL_S3 selects an endpoint."
 
+// s3Flags are the options every S3 command has, defined once here: -b
+// BUCKET[/PREFIX], --region and --path-style.
+type s3Flags struct {
+	location, region string
+	pathStyle        bool
+}
+
+// define adds them to f; where says what the bucket holds for the command.
+func (s *s3Flags) define(f *flagSet, where string) {
+	f.stringVar(&s.location, "b", "bucket", "BUCKET[/PREFIX]", where+"; required")
+	f.stringVar(&s.region, "", "region", "REGION", "the bucket's region (default: the AWS configuration's)")
+	f.boolVar(&s.pathStyle, "", "path-style", "address the bucket in the URL path (S3-compatible endpoints)")
+}
+
+// check refuses a missing or malformed -b before anything else is read; what says
+// what to give.
+func (s *s3Flags) check(f *flagSet, what string) error {
+	if err := f.required(s.location, "b", "bucket", what); err != nil {
+		return err
+	}
+	return checkBucketFlag(s.location)
+}
+
+// open is openBucket of the flags.
+func (s *s3Flags) open(ctx context.Context) (*s3bundle.Bucket, error) {
+	return openBucket(ctx, s.location, s.region, s.pathStyle)
+}
+
+// bundleFlags name a bundle in its bucket: -m (its manifest) or -p (its name).
+type bundleFlags struct{ manifest, prefix string }
+
+// define adds -m, with the given placeholder and usage, and -p to f.
+func (b *bundleFlags) define(f *flagSet, manifestMeta, manifestUsage string) {
+	f.stringVar(&b.manifest, "m", "manifest", manifestMeta, manifestUsage)
+	f.stringVar(&b.prefix, "p", "prefix", "NAME", "the bundle name (instead of -m)")
+}
+
+// name is the bundle's name (bundleNameFlag).
+func (b *bundleFlags) name() (string, error) { return bundleNameFlag(b.manifest, b.prefix) }
+
 // checkBucketFlag checks the bucket name of -b before anything else is read.
 func checkBucketFlag(location string) error {
 	name, _, _ := strings.Cut(strings.TrimPrefix(location, "s3://"), "/")

@@ -32,21 +32,20 @@ func runUploadBundle(args []string, stdout, stderr io.Writer) error {
 		"Uploads the parts a manifest lists, then the manifest, the way ec2-upload-bundle\n"+
 			"does: every object with the aws-exec-read ACL (so EC2 can read it) and its\n"+
 			"Content-MD5 signed in. Parts go through presigned PUTs with retries.\n\n"+exitCodes)
-	var location, manifest, dir, region, acl, part string
-	var retry, pathStyle bool
+	var s3f s3Flags
+	var manifest, dir, acl, part string
+	var retry bool
 	acl = string(s3bundle.ACL)
-	f.stringVar(&location, "b", "bucket", "BUCKET[/PREFIX]", "where the bundle goes; required")
+	s3f.define(f, "where the bundle goes")
 	f.stringVar(&manifest, "m", "manifest", "MANIFEST", "the bundle's manifest file; required")
 	f.stringVar(&dir, "d", "directory", "DIR", "directory holding the parts (default: the manifest's)")
-	f.stringVar(&region, "", "region", "REGION", "the bucket's region (default: the AWS configuration's)")
 	f.stringVar(&acl, "", "acl", "ACL", "canned ACL of the objects: aws-exec-read (the only one EC2 can register from)")
 	f.boolVar(&retry, "", "retry", "retry failed part uploads (up to 10 attempts with backoff; default 1 attempt)")
 	f.stringVar(&part, "", "part", "N", "resume: start with part N (0-based), skipping the parts before it")
-	f.boolVar(&pathStyle, "", "path-style", "address the bucket in the URL path (S3-compatible endpoints)")
 	if err := f.parse(args, stderr); err != nil {
 		return err
 	}
-	if err := f.required(location, "b", "bucket", "give the bucket (and prefix) to upload to"); err != nil {
+	if err := s3f.check(f, "give the bucket (and prefix) to upload to"); err != nil {
 		return err
 	}
 	if err := f.required(manifest, "m", "manifest", "give the bundle's manifest file"); err != nil {
@@ -63,9 +62,6 @@ func runUploadBundle(args []string, stdout, stderr io.Writer) error {
 		}
 		first = n
 	}
-	if err := checkBucketFlag(location); err != nil {
-		return err
-	}
 	m, err := readManifestFile(manifest)
 	if err != nil {
 		return err
@@ -78,7 +74,7 @@ func runUploadBundle(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	b, err := openBucket(ctx, location, region, pathStyle)
+	b, err := s3f.open(ctx)
 	if err != nil {
 		return err
 	}
