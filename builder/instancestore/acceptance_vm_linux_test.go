@@ -36,9 +36,11 @@ import (
 // the bare filesystem of paravirtual). Both instances are m3.medium with ephemeral0
 // mapped: its instance store volume is at /mnt, and the agent's scratch goes there.
 //
-// One environment serves the three builds, one after the other, so at most one VM
-// runs at a time: a TCG guest keeps a core busy while it boots, and on 2 cores two
-// builds side by side would not finish sooner than one after the other. The boots
+// One environment serves the three builds, one after the other, so this test runs
+// one VM at a time: a TCG guest keeps a core busy while it boots. It runs in
+// parallel with TestAcceptanceVMBuildEBSSource (each has an environment of its own),
+// and make test (scripts/test.sh) runs both in a go test process of their own beside
+// the rest of the tests, which keep about one of the 2 cores busy. The boots
 // are slow (about a minute on an idle machine; at load 25 the paravirtual build took
 // 19 minutes: 5m20s to SSH, 12m47s to image and bundle 2 GiB with 542 MiB of data,
 // and the new AMI's instance answered after 3 minutes): each build gets 30 minutes.
@@ -75,9 +77,13 @@ func TestAcceptanceVMBuilds(t *testing.T) {
 
 // startVMEnv starts a local environment of its own with Machines "vm" for the test,
 // closed (and checked for qemu processes left) at its end.
+//
+// The test runs in parallel with the package's other VM tests: nothing of its
+// environment (EC2, S3, instances, namespaces, address leases) is shared.
 func startVMEnv(t *testing.T) *accEnv {
 	testroot.Acceptance(t)
 	testroot.Require(t)
+	t.Parallel()
 	p := setupPacker(t)
 	dir := t.TempDir()
 	start := time.Now()
