@@ -44,10 +44,8 @@ type Config struct {
 	AMIDescription string `mapstructure:"ami_description" required:"false"`
 	// Tags of the new AMI and its snapshot.
 	AMITags map[string]string `mapstructure:"tags" required:"false"`
-	// The EBS volume type of the root volume (default gp3).
-	VolumeType string `mapstructure:"volume_type" required:"false"`
-	// Size of the root volume in GiB (default: the image size, rounded up).
-	VolumeSize int32 `mapstructure:"volume_size" required:"false"`
+	// volume_type and volume_size: the same options as the builder's ebs_copy block.
+	steps.EBSVolumeOptions `mapstructure:",squash"`
 	// Set ENA support on the new AMI (default: as the source AMI).
 	ENASupport *bool `mapstructure:"ena_support" required:"false"`
 
@@ -113,9 +111,7 @@ func (c *Config) Prepare(raws ...interface{}) error {
 		}
 	}
 	// The checks of every component's EBS volume options (one set of messages).
-	vol := steps.EBSVolumeOptions{VolumeType: c.VolumeType, VolumeSize: c.VolumeSize}
-	errs = packersdk.MultiErrorAppend(errs, vol.Prepare("")...)
-	c.VolumeType = vol.VolumeType
+	errs = packersdk.MultiErrorAppend(errs, c.EBSVolumeOptions.Prepare("")...)
 	if c.AMIName == "" {
 		c.AMIName = "{{.SourceAMIName}}-ebs"
 	}

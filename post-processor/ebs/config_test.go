@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/packer"
 
 	"github.com/instancestore/packer-plugin-instancestore/bundle"
+	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
 )
 
 func baseRaw(t *testing.T) map[string]interface{} {
@@ -103,7 +104,7 @@ func TestSourceAMI(t *testing.T) {
 // TestRegisterInput: root snapshot under the source's root device, instance store
 // mappings kept, legacy-bios for hvm, kernel and ramdisk for paravirtual.
 func TestRegisterInput(t *testing.T) {
-	c := &Config{VolumeType: "gp3"}
+	c := &Config{EBSVolumeOptions: steps.EBSVolumeOptions{VolumeType: "gp3"}}
 	src := &sourceImage{Manifest: &bundle.Manifest{Size: 3<<30 + 1}, Image: &ec2types.Image{
 		ImageId: aws.String("ami-1"), RootDeviceName: aws.String("/dev/xvda"), Architecture: ec2types.ArchitectureValuesX8664,
 		VirtualizationType: ec2types.VirtualizationTypeHvm, EnaSupport: aws.Bool(true),

@@ -20,7 +20,7 @@ import (
 // availability zone; ami is the AMI being converted.
 func newCreateVolume(c *Config, ami string) *steps.StepCreateVolume {
 	return &steps.StepCreateVolume{
-		Options:   &steps.EBSVolumeOptions{VolumeType: c.VolumeType, VolumeSize: c.VolumeSize},
+		Options:   &c.EBSVolumeOptions,
 		ImageSize: func(state multistep.StateBag) (int64, error) { return sourceOf(state).Manifest.Size, nil },
 		Tags:      map[string]string{"Name": "packer instancestore-ebs " + ami},
 	}
@@ -71,7 +71,7 @@ func ebsImage(state multistep.StateBag) (*steps.EBSImage, error) {
 // imageOf is the EBS-backed copy of src.
 func imageOf(c *Config, src *sourceImage, name, desc string) *steps.EBSImage {
 	img := src.Image
-	size, err := (&steps.EBSVolumeOptions{VolumeSize: c.VolumeSize}).SizeGiB("", src.Manifest.Size)
+	size, err := c.EBSVolumeOptions.SizeGiB("", src.Manifest.Size)
 	if err != nil { // stepCreateVolume refused this size already
 		size = c.VolumeSize
 	}
