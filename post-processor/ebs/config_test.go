@@ -10,8 +10,8 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/packer-plugin-sdk/packer"
 
-	"github.com/instancestore/packer-plugin-instancestore/bundle"
 	"github.com/instancestore/packer-plugin-instancestore/builder/instancestore/steps"
+	"github.com/instancestore/packer-plugin-instancestore/bundle"
 )
 
 func baseRaw(t *testing.T) map[string]interface{} {
