@@ -249,14 +249,23 @@ func runQEMUProbe(ctx context.Context, timeout time.Duration, done [][]byte, arg
 	go func() { exited <- cmd.Wait() }()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	result := func(r probeRun) probeRun {
+	reached := func() bool {
 		b, _ := os.ReadFile(logPath)
-		r.log, r.stderr = string(b), stderr.String()
 		for _, s := range done {
 			if bytes.Contains(b, s) {
-				return probeRun{log: r.log, stderr: r.stderr}
+				return true
 			}
 		}
+		return false
+	}
+	// end is called once qemu has exited, so that stderr is complete and no longer
+	// written to; a log that reached a done marker wins over how qemu ended.
+	end := func(r probeRun) probeRun {
+		if reached() {
+			r = probeRun{}
+		}
+		b, _ := os.ReadFile(logPath)
+		r.log, r.stderr = string(b), stderr.String()
 		return r
 	}
 	for {
@@ -265,19 +274,19 @@ func runQEMUProbe(ctx context.Context, timeout time.Duration, done [][]byte, arg
 			if err == nil {
 				err = errors.New("exit status 0")
 			}
-			return result(probeRun{err: err, exited: true})
+			return end(probeRun{err: err, exited: true})
 		case <-ctx.Done():
 			cmd.Process.Kill()
 			<-exited
 			if err := parent.Err(); err != nil {
-				return result(probeRun{err: fmt.Errorf("/dev/kvm opens; probing qemu -accel kvm was cut short: %w", err)})
+				return end(probeRun{err: fmt.Errorf("/dev/kvm opens; probing qemu -accel kvm was cut short: %w", err)})
 			}
-			return result(probeRun{err: ctx.Err(), hung: true})
+			return end(probeRun{err: ctx.Err(), hung: true})
 		case <-tick.C:
-			if r := result(probeRun{err: errors.New("not yet")}); r.err == nil {
+			if reached() {
 				cmd.Process.Kill()
 				<-exited
-				return r
+				return end(probeRun{})
 			}
 		}
 	}
