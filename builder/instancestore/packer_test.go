@@ -1,7 +1,6 @@
 package instancestore
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -35,18 +34,13 @@ func setupPacker(t testing.TB) *packerEnv {
 	return &packerEnv{packertest.Setup(t)}
 }
 
-// packer runs the packer binary in dir and returns its combined output and error.
+// run runs the packer binary in dir (packertest's Run, bounded to 20 minutes) and
+// returns its combined output and error.
 func (e *packerEnv) run(t testing.TB, dir string, extraEnv []string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, e.Bin, args...)
-	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), e.Env...), extraEnv...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
+	return e.Run(ctx, dir, extraEnv, args...)
 }
 
 func TestPluginDescribe(t *testing.T) {
