@@ -27,7 +27,7 @@ type s3Flags struct {
 // define adds them to f; where says what the bucket holds for the command.
 func (s *s3Flags) define(f *flagSet, where string) {
 	f.stringVar(&s.location, "b", "bucket", "BUCKET[/PREFIX]", where+"; required")
-	f.stringVar(&s.region, "", "region", "REGION", "the bucket's region (default: the AWS configuration's)")
+	f.stringVar(&s.region, "", "region", "REGION", "the bucket's region (default: the AWS configuration's, else us-east-1)")
 	f.boolVar(&s.pathStyle, "", "path-style", "address the bucket in the URL path (S3-compatible endpoints)")
 }
 
