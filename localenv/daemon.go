@@ -150,7 +150,14 @@ func Down(ctx context.Context, dir string) error {
 		errs = append(errs, fmt.Errorf("sweeping leftovers: %w", err))
 	}
 	os.RemoveAll(filepath.Join(dir, "instances"))
-	if l := Leftovers(dir); len(l) > 0 {
+	// An autoclear loop device is detached by the kernel after its last close, from a
+	// work queue: on a loaded host it can still be bound for a moment after the
+	// unmount. Give what remains up to 10 s to go before calling it left over.
+	l := Leftovers(dir)
+	for deadline := time.Now().Add(10 * time.Second); len(l) > 0 && time.Now().Before(deadline); l = Leftovers(dir) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(l) > 0 {
 		errs = append(errs, fmt.Errorf("still present after down:\n  %s", strings.Join(l, "\n  ")))
 	}
 	return errors.Join(errs...)
